@@ -1,0 +1,9 @@
+"""Lasagne's layers and the helpers that work on layer graphs.
+
+``lasagne.layers.dnn`` and ``lasagne.layers.corrmm`` are not imported here;
+import them explicitly, as with the original.
+"""
+
+from .base import *  # noqa: F401,F403
+from .input import *  # noqa: F401,F403
+from .helper import *  # noqa: F401,F403
