@@ -1,0 +1,1 @@
+"""Benchmarks of lasagne-torch on a CUDA GPU (run ``python -m bench.run``)."""

@@ -1,0 +1,111 @@
+"""Timing and ceiling measurements shared by every benchmark.
+
+All times come from CUDA events around the measured region, after warm-up,
+as the median of many repeats with the 10th and 90th percentiles as spread.
+Between repeats the L2 cache is flushed by writing a buffer larger than it,
+so that each repeat reads its inputs from device memory.
+"""
+
+import statistics
+
+import torch
+
+_L2_FLUSH_BYTES = 256 * 1024 * 1024
+_flush_buffer = None
+
+
+def flush_l2():
+    """Overwrite a buffer larger than the L2 cache (50 MB on an H100)."""
+    global _flush_buffer
+    if _flush_buffer is None:
+        _flush_buffer = torch.empty(_L2_FLUSH_BYTES // 4, dtype=torch.float32, device="cuda")
+    _flush_buffer.zero_()
+
+
+def time_cuda(fn, warmup=5, repeat=30, flush=True):
+    """Time ``fn()`` on the current CUDA stream.
+
+    Parameters
+    ----------
+    fn : callable
+        The region to time; called ``warmup + repeat`` times.
+    warmup : int
+        Untimed calls first (compilation, autotuning, allocator warm-up).
+    repeat : int
+        Timed calls.
+    flush : bool
+        Flush the L2 cache before every timed call.
+
+    Returns
+    -------
+    dict
+        ``median_ms``, ``p10_ms``, ``p90_ms`` and ``repeat``.
+    """
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
+    for i in range(repeat):
+        if flush:
+            flush_l2()
+        starts[i].record()
+        fn()
+        ends[i].record()
+    torch.cuda.synchronize()
+    times = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
+    q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
+    return {"median_ms": statistics.median(times), "p10_ms": q[0], "p90_ms": q[-1],
+            "repeat": repeat}
+
+
+def peak_memory(fn):
+    """Peak device memory allocated while running ``fn()``, in bytes, above
+    what was allocated before it."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def copy_bandwidth(nbytes=2 * 1024 ** 3):
+    """Device-to-device copy bandwidth in bytes/s (bytes read + written)."""
+    src = torch.randn(nbytes // 4, device="cuda")
+    dst = torch.empty_like(src)
+    t = time_cuda(lambda: dst.copy_(src), warmup=3, repeat=20, flush=False)
+    return 2 * nbytes / (t["median_ms"] * 1e-3), t
+
+
+def matmul_rate(dtype, n=8192, tf32=False):
+    """Dense matrix-product rate in FLOP/s for an n×n×n product."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        a = torch.randn(n, n, device="cuda", dtype=dtype)
+        b = torch.randn(n, n, device="cuda", dtype=dtype)
+        t = time_cuda(lambda: a @ b, warmup=3, repeat=20, flush=False)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    return 2 * n ** 3 / (t["median_ms"] * 1e-3), t
+
+
+def ceilings():
+    """The physical ceilings of this GPU, measured now.
+
+    Returns
+    -------
+    dict
+        ``copy_bytes_per_s``, ``bf16_flops``, ``tf32_flops`` and their timings.
+    """
+    bw, t_bw = copy_bandwidth()
+    bf16, t_bf16 = matmul_rate(torch.bfloat16)
+    tf32, t_tf32 = matmul_rate(torch.float32, tf32=True)
+    return {"copy_bytes_per_s": bw, "bf16_flops": bf16, "tf32_flops": tf32,
+            "timings": {"copy": t_bw, "bf16_matmul": t_bf16, "tf32_matmul": t_tf32}}
+
+
+def tensor_bytes(*tensors):
+    """Total bytes of the given tensors."""
+    return sum(t.numel() * t.element_size() for t in tensors)
