@@ -9,6 +9,40 @@ import torch
 int_types = (numbers.Integral, np.integer)
 
 
+class NamedParameter(torch.nn.Parameter):
+    """A ``torch.nn.Parameter`` with a writable ``name``.
+
+    Parameters created by layers are of this type so that, as in the original
+    Lasagne, a layer named ``conv1`` names its weights ``conv1.W``. It is a
+    plain ``nn.Parameter`` in every other respect: operations on it return
+    ordinary tensors, and ``nn.Module``, ``torch.optim`` and ``torch.compile``
+    treat it as any parameter. (Recent PyTorch releases reserve a read-only
+    ``Tensor.name``, hence the subclass.)
+    """
+
+    @property
+    def name(self):
+        """The parameter's name, ``<layer name>.<attribute>`` or None."""
+        return self.__dict__.get("_lasagne_name")
+
+    @name.setter
+    def name(self, value):
+        self.__dict__["_lasagne_name"] = value
+
+    def __deepcopy__(self, memo):
+        if id(self) in memo:
+            return memo[id(self)]
+        result = NamedParameter(self.data.clone(memory_format=torch.preserve_format),
+                                self.requires_grad)
+        result.name = self.name
+        memo[id(self)] = result
+        return result
+
+    def __repr__(self):
+        return "NamedParameter({!r}) containing:\n{}".format(
+            self.name, torch.Tensor.__repr__(self.data))
+
+
 def floatX(arr):
     """Convert an array-like to a numpy array of the default float dtype.
 
@@ -166,8 +200,9 @@ def create_param(spec, shape, name=None):
     Returns
     -------
     torch.nn.Parameter
-        On PyTorch's default device, in the default float dtype where created
-        here.
+        The given parameter itself, or a new :class:`NamedParameter` (named
+        ``name``) on PyTorch's default device, in the default float dtype
+        where created from an array or initializer.
 
     Raises
     ------
@@ -194,7 +229,7 @@ def create_param(spec, shape, name=None):
         if spec.grad_fn is not None:
             raise TypeError("{} was given a tensor computed from other tensors; pass a "
                             "torch.nn.Parameter (to share it) or a leaf tensor".format(label))
-        param = torch.nn.Parameter(spec, requires_grad=spec.is_floating_point())
+        param = NamedParameter(spec, requires_grad=spec.is_floating_point())
     elif isinstance(spec, np.ndarray):
         if spec.ndim != len(shape):
             raise ValueError("{} array has {} dimensions, should be {} (shape {})".format(
@@ -225,5 +260,5 @@ def create_param(spec, shape, name=None):
 
 def _new_param(arr):
     # torch.tensor copies: a parameter never aliases the caller's array
-    return torch.nn.Parameter(torch.tensor(arr, dtype=torch.get_default_dtype(),
-                                           device=torch.get_default_device()))
+    return NamedParameter(torch.tensor(arr, dtype=torch.get_default_dtype(),
+                                       device=torch.get_default_device()))
