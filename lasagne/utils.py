@@ -146,8 +146,9 @@ def compute_norms(array, norm_axes=None):
     Parameters
     ----------
     array : numpy.ndarray or torch.Tensor
-        Weights: 2D for dense layers (norms over axis 0), 3D-5D for
-        convolutions (norms over all but axis 0).
+        Weights: 1D (each element is its own vector), 2D for dense layers
+        (norms over axis 0), 3D-5D for convolutions (norms over all but
+        axis 0).
     norm_axes : sequence of int, optional
         The axes to sum over; inferred from the number of dimensions if omitted.
 
@@ -159,7 +160,7 @@ def compute_norms(array, norm_axes=None):
     ndim = array.ndim
     if norm_axes is None:
         if ndim == 1:
-            norm_axes = (0,)
+            norm_axes = ()
         elif ndim == 2:
             norm_axes = (0,)
         elif ndim in (3, 4, 5):
@@ -167,9 +168,11 @@ def compute_norms(array, norm_axes=None):
         else:
             raise ValueError("compute_norms: unsupported tensor dimensionality {}; "
                              "must specify norm_axes".format(ndim))
+    norm_axes = tuple(norm_axes)
     if isinstance(array, torch.Tensor):
-        return torch.sqrt(torch.sum(array ** 2, dim=tuple(norm_axes)))
-    return np.sqrt(np.sum(array ** 2, axis=tuple(norm_axes)))
+        # torch.sum over dim=() would sum over every axis: no axes means |x|
+        return array.abs() if not norm_axes else torch.sqrt(torch.sum(array ** 2, dim=norm_axes))
+    return np.sqrt(np.sum(array ** 2, axis=norm_axes))
 
 
 def _param_label(name):
