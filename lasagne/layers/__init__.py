@@ -7,3 +7,4 @@ import them explicitly, as with the original.
 from .base import *  # noqa: F401,F403
 from .input import *  # noqa: F401,F403
 from .helper import *  # noqa: F401,F403
+from .summary import *  # noqa: F401,F403
