@@ -8,3 +8,4 @@ from .base import *  # noqa: F401,F403
 from .input import *  # noqa: F401,F403
 from .helper import *  # noqa: F401,F403
 from .summary import *  # noqa: F401,F403
+from .normalization import *  # noqa: F401,F403

@@ -21,3 +21,156 @@ __all__ = []
 #     SpatialPyramidPoolingDNNLayer ----------------------------------------------
 
 # --- batch normalization: BatchNormDNNLayer, batch_norm_dnn ----------------------
+
+from .. import init as _bn_init  # noqa: E402
+from ..ops import batchnorm as _bn_ops  # noqa: E402
+from .normalization import BatchNormLayer as _BatchNormLayer  # noqa: E402
+from .normalization import _stack_batch_norm  # noqa: E402
+
+__all__ += ["BatchNormDNNLayer", "batch_norm_dnn"]
+
+
+class BatchNormDNNLayer(_BatchNormLayer):
+    """Batch normalization computed by cuDNN on CUDA:
+    ``(x - mean) * (gamma * inv_std) + beta``.
+
+    A drop-in replacement for :class:`lasagne.layers.BatchNormLayer` (same
+    parameters, switches and moving averages) that normalizes either over
+    all axes but the second ("spatial", ``axes='auto'``) or over the batch
+    axis only ("per-activation", ``axes=0``).
+
+    Parameters
+    ----------
+    incoming : a :class:`Layer` instance or a tuple
+        The layer feeding into this layer, or the expected input shape: 2D,
+        4D or 5D.
+    axes : 'auto', 0 or the equivalent tuple (default: 'auto')
+        ``'auto'`` (or the tuple it stands for, e.g. ``(0, 2, 3)`` for 4D
+        input) normalizes over every axis but the second; ``0`` or ``(0,)``
+        over the mini-batch only, with one statistic per activation.
+    epsilon : float (default: 1e-4)
+        Added to the variance; must not be below 1e-5 (cuDNN's minimum).
+    alpha : float (default: 0.1)
+        Weight of the current batch in the moving averages of the mean and
+        of ``inv_std``.
+    beta, gamma : array, tensor, callable or None
+        Shift (default ``init.Constant(0)``) and scale (default
+        ``init.Constant(1)``); None fixes them to 0 and 1.
+    mean, inv_std : array, tensor or callable
+        Initial moving averages (defaults ``init.Constant(0)`` and
+        ``init.Constant(1)``).
+    **kwargs
+        ``name``, passed to :class:`Layer`.
+
+    Notes
+    -----
+    How it computes, on CUDA, with batch statistics (training):
+
+    * float32, float16 (float32 parameters) and float64 input:
+      ``torch.cudnn_batch_norm``, called explicitly; spatial mode on the
+      tensor as it is (NCHW or channels_last), per-activation mode on a 2D
+      ``(N, features)`` view of it. For backward only the input and the
+      per-channel statistics are kept, never a normalized copy. A missing
+      or disabled cuDNN is a ``RuntimeError``.
+    * bfloat16 input: PyTorch's wrapper of cuDNN rejects bfloat16 input with
+      float32 parameters, and cuDNN batch norm is not reached by PyTorch for
+      bfloat16 at all, so our Triton kernels compute it (float32 statistics,
+      saving only the input and the statistics); without Triton installed,
+      PyTorch's own one-pass kernel does (same memory use).
+    * With the moving averages (``deterministic=True``) the normalization is
+      one elementwise pass, which needs no cuDNN.
+
+    On CPU the layer computes the same function with PyTorch's kernels.
+
+    :meth:`get_fused_output_for` computes the layer followed by a rectifier
+    in one pass forward and backward (Triton kernels on CUDA); graph
+    evaluators use it for the pair :func:`batch_norm_dnn` builds.
+
+    Examples
+    --------
+    >>> from lasagne.layers import InputLayer
+    >>> from lasagne.layers.dnn import BatchNormDNNLayer
+    >>> l_in = InputLayer((None, 16, 32, 32))
+    >>> BatchNormDNNLayer(l_in).output_shape
+    (None, 16, 32, 32)
+    >>> BatchNormDNNLayer(l_in, axes=0).gamma.shape
+    torch.Size([16, 32, 32])
+    """
+
+    _backend = "dnn"
+
+    def __init__(self, incoming, axes='auto', epsilon=1e-4, alpha=0.1,
+                 beta=_bn_init.Constant(0), gamma=_bn_init.Constant(1),
+                 mean=_bn_init.Constant(0), inv_std=_bn_init.Constant(1), **kwargs):
+        super(BatchNormDNNLayer, self).__init__(incoming, axes, epsilon, alpha, beta, gamma,
+                                                mean, inv_std, **kwargs)
+
+    def _check_arguments(self, axes):
+        ndim = len(self.input_shape)
+        if ndim not in (2, 4, 5):
+            raise ValueError("{}: the input must be 2D, 4D or 5D, got input shape {}".format(
+                self._where(), self.input_shape))
+        spatial = _bn_ops.spatial_axes(ndim)
+        if self.axes not in (spatial, (0,)):
+            raise ValueError("{}: axes must be 'auto' (or {}) or 0 (per-activation), got "
+                             "axes={!r}".format(self._where(), spatial, axes))
+        if self.epsilon < 1e-5:
+            raise ValueError("{}: epsilon must be at least 1e-5 (cuDNN's minimum), got "
+                             "{!r}".format(self._where(), self.epsilon))
+
+    @property
+    def mode(self):
+        """``'spatial'`` or ``'per-activation'`` (the same for 2D input)."""
+        return "spatial" if self.axes == _bn_ops.spatial_axes(len(self.input_shape)) \
+            else "per-activation"
+
+    def _train_backend(self, input, activation):
+        backend = _bn_ops.dnn_backend(input, self.axes, activation)
+        if backend == "cudnn":
+            reason = _bn_ops.cudnn_unavailable_reason(input)
+            if reason is not None:
+                raise RuntimeError("{}: cannot normalize with cuDNN: {}".format(
+                    self._where(), reason))
+        return backend
+
+
+def batch_norm_dnn(layer, **kwargs):
+    """Insert cuDNN batch normalization between a layer and its nonlinearity.
+
+    The same graph surgery as :func:`lasagne.layers.batch_norm` (the
+    layer's nonlinearity becomes the identity, its bias is removed and set
+    to None, a layer named ``<name>_bn`` and, if there was a nonlinearity,
+    a :class:`~lasagne.layers.NonlinearityLayer` named ``<name>_bn_nonlin``
+    are stacked on it), with a :class:`BatchNormDNNLayer`.
+
+    Parameters
+    ----------
+    layer : a :class:`Layer` instance
+        The layer to normalize (modified in place).
+    **kwargs
+        Passed to :class:`BatchNormDNNLayer`.
+
+    Returns
+    -------
+    BatchNormDNNLayer or NonlinearityLayer
+        The top of the new stack.
+
+    Notes
+    -----
+    The graph is the original's, layer for layer and name for name. The
+    normalization and the nonlinearity are two layers, so plain
+    :func:`~lasagne.layers.get_output` computes them one after the other;
+    a graph evaluator that knows the normalization's output is used only by
+    the nonlinearity computes the pair with
+    :meth:`BatchNormDNNLayer.get_fused_output_for` in one pass.
+
+    Examples
+    --------
+    >>> from lasagne.layers import InputLayer
+    >>> from lasagne.layers.dnn import Conv2DDNNLayer, batch_norm_dnn
+    >>> l_in = InputLayer((None, 3, 32, 32))
+    >>> l = batch_norm_dnn(Conv2DDNNLayer(l_in, 16, 3, name='conv1'))
+    >>> l.name, l.input_layer.name, l.input_layer.input_layer.b
+    ('conv1_bn_nonlin', 'conv1_bn', None)
+    """
+    return _stack_batch_norm(layer, BatchNormDNNLayer, kwargs)
