@@ -1,6 +1,9 @@
 """The two base classes every layer derives from."""
 
+import re
 from collections import OrderedDict
+
+import torch
 
 from .. import utils
 
@@ -138,10 +141,22 @@ class Layer(object):
         """
         if name is not None and self.name is not None:
             name = "{}.{}".format(self.name, name)
+        # A parameter passed in (to share it) keeps the name it already has,
+        # as in the original: create_param is not asked to rename it.
+        shared = isinstance(spec, torch.nn.Parameter)
         try:
-            param = utils.create_param(spec, shape, name)
+            param = utils.create_param(spec, shape, None if shared else name)
         except (ValueError, TypeError, RuntimeError) as e:
-            raise type(e)("{}: {}".format(self._where(), e)) from None
+            message = str(e.args[0]) if e.args else str(e)
+            if shared and name is not None:  # create_param was not told the name
+                message = re.sub(r"\bparameter\b", "parameter {!r}".format(name), message,
+                                 count=1)
+            raise type(e)("{}: {}".format(self._where(), message)) from None
+        if shared and name is not None and getattr(param, "name", None) is None:
+            try:
+                param.name = name
+            except AttributeError:
+                pass  # a plain nn.Parameter, where torch makes Tensor.name read-only
         tags['trainable'] = tags.get('trainable', True)
         tags['regularizable'] = tags.get('regularizable', True)
         self.params[param] = set(tag for tag, value in tags.items() if value)

@@ -1,11 +1,15 @@
 """Functions over a whole layer graph: traversal, outputs, shapes and
 parameters."""
 
+import difflib
+import inspect
+import warnings
+
 import numpy as np
 import torch
 
 from .. import utils
-from .base import MergeLayer
+from .base import Layer, MergeLayer
 from .input import InputLayer
 
 __all__ = ["get_all_layers", "get_output", "get_output_shape", "get_all_params",
@@ -97,6 +101,53 @@ def _check_device(layer, value):
         break
 
 
+def _dtype_mismatch(layer, values):
+    """A message naming ``layer`` if its floating inputs and parameters
+    disagree in dtype, else None."""
+    dtypes = set(v.dtype for v in values if v.is_floating_point())
+    for param in layer.params:
+        if param.is_floating_point() and dtypes and param.dtype not in dtypes:
+            return ("{}: the input has dtype {} but parameter {!r} has dtype {}; cast the input "
+                    "or the network (e.g. Network(...).to(dtype))".format(
+                        layer._where(), "/".join(sorted(str(d) for d in dtypes)),
+                        getattr(param, "name", None), param.dtype))
+    return None
+
+
+_ALWAYS_ACCEPTED = frozenset(["deterministic"])
+_accepted_cache = {}
+
+
+def _accepted_kwargs(layer):
+    """Keyword arguments a layer's ``get_output_for`` names explicitly, plus
+    those listed in its ``get_output_kwargs``."""
+    method = layer.get_output_for
+    key = getattr(method, "__func__", method)
+    names = _accepted_cache.get(key)
+    if names is None:
+        try:
+            sig = inspect.signature(method)
+        except (TypeError, ValueError):
+            names = frozenset()
+        else:
+            names = frozenset(p.name for p in sig.parameters.values()
+                              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        _accepted_cache[key] = names
+    return names.union(layer.get_output_kwargs)
+
+
+def _warn_unused_kwargs(kwargs, accepted):
+    unused = sorted(set(kwargs) - accepted)
+    if not unused:
+        return
+    lines = []
+    for name in unused:
+        close = difflib.get_close_matches(name, sorted(accepted))
+        lines.append("{} (perhaps you meant {})".format(name, close[0]) if close else name)
+    warnings.warn("get_output() was called with unused kwargs:\n\t" + "\n\t".join(lines),
+                  stacklevel=3)
+
+
 def get_output(layer_or_layers, inputs=None, **kwargs):
     """Compute the output of a network.
 
@@ -125,7 +176,23 @@ def get_output(layer_or_layers, inputs=None, **kwargs):
         When an input is missing, the input has the wrong number of
         dimensions for a layer, or a single input is given to a network with
         several input layers.
+    TypeError
+        When a key of the ``inputs`` dict is not a layer.
+    RuntimeError
+        Naming the layer, when its input is on another device than its
+        parameters, or (where the layer fails) of another float dtype.
+
+    Warns
+    -----
+    UserWarning
+        For keyword arguments that no layer's ``get_output_for`` names (as
+        the original: a likely typo such as ``determinstic=True``).
     """
+    if isinstance(inputs, dict):
+        for key in inputs:
+            if not isinstance(key, Layer):
+                raise TypeError("get_output: the keys of the inputs dict must be Layer "
+                                "instances, got {!r}".format(key))
     treat_as_input = list(inputs.keys()) if isinstance(inputs, dict) else []
     all_layers = get_all_layers(layer_or_layers, treat_as_input)
     outputs = {}
@@ -144,6 +211,7 @@ def get_output(layer_or_layers, inputs=None, **kwargs):
                              "tensor".format(len(input_layers)))
         outputs[input_layers[0]] = _as_input_tensor(inputs, input_layers[0]._where())
     compiling = torch.compiler.is_compiling()
+    accepted = set(_ALWAYS_ACCEPTED)
     for layer in all_layers:
         if layer in outputs:
             continue
@@ -165,12 +233,29 @@ def get_output(layer_or_layers, inputs=None, **kwargs):
                         raise ValueError("{}: expected {}D inputs of shapes {}, got {}".format(
                             layer._where(), len(shape), layer.input_shapes,
                             [tuple(v.shape) for v in layer_inputs]))
+                for value in layer_inputs[1:]:
+                    if value.device != layer_inputs[0].device:
+                        raise RuntimeError("{}: inputs on different devices {}".format(
+                            layer._where(), [str(v.device) for v in layer_inputs]))
                 if layer_inputs:
                     _check_device(layer, layer_inputs[0])
             else:
                 _check_input(layer, layer_inputs)
                 _check_device(layer, layer_inputs)
-        outputs[layer] = layer.get_output_for(layer_inputs, **kwargs)
+            if kwargs:
+                accepted |= _accepted_kwargs(layer)
+            try:
+                outputs[layer] = layer.get_output_for(layer_inputs, **kwargs)
+            except RuntimeError as e:
+                values = layer_inputs if isinstance(layer, MergeLayer) else [layer_inputs]
+                message = _dtype_mismatch(layer, values)
+                if message is None:
+                    raise
+                raise RuntimeError(message) from e
+        else:
+            outputs[layer] = layer.get_output_for(layer_inputs, **kwargs)
+    if kwargs and not compiling:
+        _warn_unused_kwargs(kwargs, accepted)
     if isinstance(layer_or_layers, (list, tuple)):
         return [outputs[l] for l in layer_or_layers]
     return outputs[layer_or_layers]
@@ -212,7 +297,12 @@ def get_output_shape(layer_or_layers, input_shapes=None):
         if isinstance(layer, InputLayer):
             shapes[layer] = layer.output_shape
         elif isinstance(layer, MergeLayer):
-            shapes[layer] = layer.get_output_shape_for([shapes[l] for l in layer.input_layers])
+            # an input given as a shape tuple at build time keeps that shape
+            shapes[layer] = layer.get_output_shape_for(
+                [shapes[l] if l is not None else s
+                 for l, s in zip(layer.input_layers, layer.input_shapes)])
+        elif layer.input_layer is None:
+            shapes[layer] = layer.output_shape
         else:
             shapes[layer] = layer.get_output_shape_for(shapes[layer.input_layer])
     if isinstance(layer_or_layers, (list, tuple)):

@@ -39,7 +39,7 @@ class InputLayer(Layer):
             raise ValueError("{}: input_var has {} dimensions, the layer's shape {} has {}".format(
                 self._where(), input_var.ndim, self.shape, len(self.shape)))
         self.input_var = input_var
-        super(InputLayer, self).__init__(self.shape, name=name)
+        super(InputLayer, self).__init__(self.shape, name=name, **kwargs)
 
     @Layer.output_shape.getter
     def output_shape(self):
