@@ -518,10 +518,9 @@ def reference_forward(x3, gamma, beta, epsilon, relu):
     var, mean = torch.var_mean(xf, dim=(0, 2), correction=0)
     inv_std = torch.rsqrt(var + epsilon)
     scale = inv_std if gamma is None else gamma.to(sdt) * inv_std
-    shift = -mean * scale
+    y = (xf - mean[None, :, None]) * scale[None, :, None]
     if beta is not None:
-        shift = shift + beta.to(sdt)
-    y = xf * scale[None, :, None] + shift[None, :, None]
+        y = y + beta.to(sdt)[None, :, None]
     if relu:
         y = torch.relu(y)
     return y.to(x3.dtype), mean, inv_std
