@@ -5,6 +5,7 @@ import torch
 from .. import init
 from .. import nonlinearities
 from ..ops import batchnorm as bn_ops
+from ..ops import batchnorm_sync as bn_sync
 from .base import Layer
 from .special import NonlinearityLayer
 
@@ -57,6 +58,16 @@ class BatchNormLayer(Layer):
         The initial moving average of the mean.
     inv_std : array, tensor or callable (default: init.Constant(1))
         The initial moving average of the inverse standard deviation.
+    sync_stats : bool (default: False), keyword only
+        Extension (not in the original): in data-parallel training, compute
+        the batch statistics over the global batch of every process of
+        ``process_group`` (see :mod:`lasagne.distributed`), with gradients
+        through them; the moving averages are then identical on every
+        process. Without ``torch.distributed`` initialized (or with one
+        process) it changes nothing.
+    process_group : torch.distributed.ProcessGroup or None, keyword only
+        Extension: the processes sharing statistics when ``sync_stats`` is
+        on (default: the default process group).
     **kwargs
         ``name``, passed to :class:`Layer`.
 
@@ -94,8 +105,11 @@ class BatchNormLayer(Layer):
 
     def __init__(self, incoming, axes='auto', epsilon=1e-4, alpha=0.1,
                  beta=init.Constant(0), gamma=init.Constant(1),
-                 mean=init.Constant(0), inv_std=init.Constant(1), **kwargs):
+                 mean=init.Constant(0), inv_std=init.Constant(1), *, sync_stats=False,
+                 process_group=None, **kwargs):
         super(BatchNormLayer, self).__init__(incoming, **kwargs)
+        self.sync_stats = bool(sync_stats)  # extension: lasagne.distributed
+        self.process_group = process_group
         try:
             self.axes = bn_ops.normalize_axes(axes, len(self.input_shape))
         except (ValueError, TypeError) as e:
@@ -172,6 +186,8 @@ class BatchNormLayer(Layer):
     def _normalize(self, input, nonlinearity, deterministic, use_averages, update_averages):
         use = deterministic if use_averages is None else use_averages
         update = (not deterministic) if update_averages is None else update_averages
+        if self.sync_stats and bn_sync.world_size(self.process_group) > 1:
+            return self._normalize_sync(input, nonlinearity, use, update)
         activation, apply_after = _activation_of(nonlinearity)
         if use:
             mean, inv_std = self.mean, self.inv_std
@@ -198,6 +214,31 @@ class BatchNormLayer(Layer):
         with torch.no_grad():
             for average, batch in ((self.mean, batch_mean), (self.inv_std, batch_inv_std)):
                 average.mul_(1 - alpha).add_(batch.to(average.dtype), alpha=alpha)
+
+    # -- extension: statistics over every process (lasagne.distributed) ----------------------
+
+    def _normalize_sync(self, input, nonlinearity, use, update):
+        """``_normalize`` with the statistics of the global batch of
+        ``self.process_group`` (lasagne.ops.batchnorm_sync): identical
+        statistics, and so identical moving averages, on every process."""
+        activation, apply_after = _activation_of(nonlinearity)
+        if use:
+            mean, inv_std = self.mean, self.inv_std
+            if update:
+                batch_mean, batch_inv_std = bn_sync.batch_norm_stats_sync(
+                    input, self.axes, self.epsilon, self.process_group)
+                mean, inv_std = mean.clone(), inv_std.clone()
+            out = bn_ops.batch_norm_infer(input, mean, inv_std, self.gamma, self.beta,
+                                          self.axes, activation)
+        else:
+            out, batch_mean, batch_inv_std = bn_sync.batch_norm_train_sync(
+                input, self.gamma, self.beta, self.axes, self.epsilon, activation,
+                self.process_group)
+        if update:
+            self._update_averages(batch_mean, batch_inv_std)
+        if apply_after:
+            out = nonlinearity(out)
+        return out
 
 
 def _stack_batch_norm(layer, bn_class, kwargs):
