@@ -11,7 +11,6 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-import lasagne
 from lasagne import nonlinearities
 from lasagne.layers import (BatchNormLayer, DenseLayer, InputLayer, NonlinearityLayer,
                             batch_norm, get_all_params, get_output)

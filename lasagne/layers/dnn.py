@@ -22,6 +22,8 @@ __all__ = []
 
 # --- batch normalization: BatchNormDNNLayer, batch_norm_dnn ----------------------
 
+import torch  # noqa: E402
+
 from .. import init as _bn_init  # noqa: E402
 from ..ops import batchnorm as _bn_ops  # noqa: E402
 from .normalization import BatchNormLayer as _BatchNormLayer  # noqa: E402
@@ -126,7 +128,7 @@ class BatchNormDNNLayer(_BatchNormLayer):
 
     def _train_backend(self, input, activation):
         backend = _bn_ops.dnn_backend(input, self.axes, activation)
-        if backend == "cudnn":
+        if backend == "cudnn" and not torch.compiler.is_compiling():
             reason = _bn_ops.cudnn_unavailable_reason(input)
             if reason is not None:
                 raise RuntimeError("{}: cannot normalize with cuDNN: {}".format(

@@ -48,7 +48,7 @@ input's dtype (as PyTorch's batch norm does under ``torch.autocast``).
 Float64 inputs compute and return float64.
 """
 
-import math
+import importlib.util
 from typing import Optional
 
 import torch
@@ -67,6 +67,9 @@ _CUDNN_MAX_NUMEL = 2 ** 31 - 1
 _CUDNN_MAX_BATCH_TRAIN = 880801
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+# looked up once, without importing Triton (and so outside any compiled region)
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 # -- axes and shapes -------------------------------------------------------------------------
@@ -157,9 +160,9 @@ class _Blocked(object):
         self.block = block
         self.permuted_shape = [x.shape[d] for d in perm]
         self.block_shape = [x.shape[d] for d in block]
-        A = math.prod(x.shape[d] for d in outer)
-        K = math.prod(self.block_shape)
-        B = math.prod(x.shape[d] for d in inner)
+        A = _prod(x.shape[d] for d in outer)
+        K = _prod(self.block_shape)
+        B = _prod(x.shape[d] for d in inner)
         self.x3 = xp.view(A, K, B)
         self.inverse = [perm.index(d) for d in range(ndim)]
 
@@ -217,9 +220,7 @@ def triton_unavailable_reason(x=None):
     """Why our Triton batch-norm kernels cannot run (on ``x``), or None."""
     if x is not None and not x.is_cuda:
         return "the input is on {}, the Triton kernels run on CUDA devices".format(x.device)
-    try:
-        import triton  # noqa: F401
-    except ImportError:
+    if not _HAS_TRITON:
         return "Triton is not installed"
     return None
 
@@ -319,7 +320,7 @@ def _train_native(x, gamma, beta, axes, epsilon):
 
 
 def _train_cudnn(x, gamma, beta, axes, epsilon):
-    reason = cudnn_unavailable_reason(x)
+    reason = None if torch.compiler.is_compiling() else cudnn_unavailable_reason(x)
     if reason is not None:
         raise RuntimeError("cuDNN batch norm cannot run: " + reason)
     if x.dtype not in (torch.float32, torch.float16, torch.float64):
@@ -330,8 +331,7 @@ def _train_cudnn(x, gamma, beta, axes, epsilon):
     sdt = _stat_dtype(x)
     spatial = axes == spatial_axes(x.ndim)
     if spatial and x.ndim > 2:
-        fmt = x.suggest_memory_format()
-        xin = x if x.is_contiguous(memory_format=fmt) else x.contiguous(memory_format=fmt)
+        xin = x if _dense_for_cudnn(x) else x.contiguous()
         g, b = _params_in(gamma, beta, sdt, x.shape[1], x.device, True)
         y, mean, inv_std, _ = torch.cudnn_batch_norm(xin, g.contiguous(), b.contiguous(), None,
                                                      None, True, 0.0, epsilon)
@@ -345,6 +345,24 @@ def _train_cudnn(x, gamma, beta, axes, epsilon):
     y, mean, inv_std, _ = torch.cudnn_batch_norm(view.x3.view(A, K), g.contiguous(),
                                                  b.contiguous(), None, None, True, 0.0, epsilon)
     return view.restore(y.view(A, K, B)), view.unflat(mean), view.unflat(inv_std)
+
+
+def _dense_for_cudnn(x):
+    """Contiguous, or channels_last(_3d): the layouts cuDNN takes as they are."""
+    if x.is_contiguous():
+        return True
+    if x.ndim == 4:
+        return x.is_contiguous(memory_format=torch.channels_last)
+    if x.ndim == 5:
+        return x.is_contiguous(memory_format=torch.channels_last_3d)
+    return False
+
+
+def _prod(sizes):
+    out = 1
+    for s in sizes:
+        out *= s
+    return out
 
 
 def _train_triton(x, gamma, beta, axes, epsilon, activation):
@@ -483,7 +501,6 @@ def _bn_act_backward(dy3: torch.Tensor, x3: torch.Tensor, mean: torch.Tensor,
 
 @_bn_act_backward.register_fake
 def _(dy3, x3, mean, inv_std, gamma, beta, relu):
-    K = x3.shape[1]
     return torch.empty_like(x3), torch.empty_like(mean), torch.empty_like(mean)
 
 
