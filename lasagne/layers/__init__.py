@@ -14,3 +14,4 @@ from .noise import *  # noqa: F401,F403
 from .shape import *  # noqa: F401,F403
 from .merge import *  # noqa: F401,F403
 from .normalization import *  # noqa: F401,F403
+from .pool import *  # noqa: F401,F403

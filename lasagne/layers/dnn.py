@@ -20,6 +20,180 @@ __all__ = []
 # --- pooling: Pool2DDNNLayer, MaxPool2DDNNLayer, Pool3DDNNLayer, MaxPool3DDNNLayer,
 #     SpatialPyramidPoolingDNNLayer ----------------------------------------------
 
+from .pool import Pool2DLayer as _Pool2DLayer  # noqa: E402
+from .pool import Pool3DLayer as _Pool3DLayer  # noqa: E402
+from .pool import SpatialPyramidPoolingLayer as _SpatialPyramidPoolingLayer  # noqa: E402
+
+__all__ += ["Pool2DDNNLayer", "MaxPool2DDNNLayer", "Pool3DDNNLayer", "MaxPool3DDNNLayer",
+            "SpatialPyramidPoolingDNNLayer"]
+
+
+def _no_partial_windows(layer, ignore_border, name, core):
+    """The dnn pooling layers only pool whole windows (as cuDNN did)."""
+    if not ignore_border:
+        layer.name = name
+        raise NotImplementedError(
+            "{}: ignore_border=False (partial windows) is not supported by the dnn pooling "
+            "layers; use lasagne.layers.{} for it, or ignore_border=True".format(
+                layer._where(), core))
+
+
+class Pool2DDNNLayer(_Pool2DLayer):
+    """2D max or average pooling over the two trailing axes of a ``(batch,
+    channels, rows, columns)`` input, with whole windows only.
+
+    The same layer as :class:`lasagne.layers.Pool2DLayer` (see
+    :class:`lasagne.layers.pool.BasePoolLayer` for every parameter), except
+    that ``ignore_border`` must stay True. Any pad below the pool size works
+    (the original documented "below the stride" but never enforced it; the
+    Model Zoo's GoogLeNet uses ``pool_size=3, stride=1, pad=1``). Max
+    pooling pads with a value below every input, so each output is an input
+    element. On CUDA the forward and backward run on the GPU without host
+    synchronisation and the backward is deterministic.
+
+    Parameters
+    ----------
+    incoming : a :class:`Layer` instance or a tuple
+        The layer feeding into this layer, or the expected input shape.
+    pool_size : int or iterable of int
+        The window size (one int for both axes, or two).
+    stride : int, iterable of int or None (default: None)
+        The step between windows; None means ``pool_size``.
+    pad : int or iterable of int (default: (0, 0))
+        Padding on both sides of each axis, each below its pool size.
+    ignore_border : bool (default: True)
+        Must be True; False raises ``NotImplementedError``.
+    mode : str (default: 'max')
+        ``'max'``, ``'average_inc_pad'`` or ``'average_exc_pad'``.
+    **kwargs
+        ``name``, passed to :class:`Layer`.
+
+    Examples
+    --------
+    >>> from lasagne.layers import InputLayer
+    >>> from lasagne.layers.dnn import MaxPool2DDNNLayer
+    >>> l_in = InputLayer((None, 192, 28, 28))
+    >>> MaxPool2DDNNLayer(l_in, pool_size=3, stride=1, pad=1).output_shape
+    (None, 192, 28, 28)
+    """
+
+    def __init__(self, incoming, pool_size, stride=None, pad=(0, 0), ignore_border=True,
+                 mode="max", **kwargs):
+        _no_partial_windows(self, ignore_border, kwargs.get("name"), "Pool2DLayer")
+        super(Pool2DDNNLayer, self).__init__(incoming, pool_size, stride, pad, True, mode,
+                                             **kwargs)
+
+
+class MaxPool2DDNNLayer(Pool2DDNNLayer):
+    """2D max pooling: :class:`Pool2DDNNLayer` with ``mode='max'``.
+
+    Parameters
+    ----------
+    incoming, pool_size, stride=None, pad=(0, 0), ignore_border=True, **kwargs
+        See :class:`Pool2DDNNLayer`.
+    """
+
+    def __init__(self, incoming, pool_size, stride=None, pad=(0, 0), ignore_border=True,
+                 **kwargs):
+        super(MaxPool2DDNNLayer, self).__init__(incoming, pool_size, stride, pad, ignore_border,
+                                                mode="max", **kwargs)
+
+
+class Pool3DDNNLayer(_Pool3DLayer):
+    """3D max or average pooling over the three trailing axes of a
+    ``(batch, channels, depth, rows, columns)`` input, with whole windows
+    only.
+
+    The same layer as :class:`lasagne.layers.Pool3DLayer`, except that
+    ``ignore_border`` must stay True; see :class:`Pool2DDNNLayer`.
+
+    Parameters
+    ----------
+    incoming : a :class:`Layer` instance or a tuple
+        The layer feeding into this layer, or the expected input shape.
+    pool_size : int or iterable of int
+        The window size (one int for all axes, or three).
+    stride : int, iterable of int or None (default: None)
+        The step between windows; None means ``pool_size``.
+    pad : int or iterable of int (default: (0, 0, 0))
+        Padding on both sides of each axis, each below its pool size.
+    ignore_border : bool (default: True)
+        Must be True; False raises ``NotImplementedError``.
+    mode : str (default: 'max')
+        ``'max'``, ``'average_inc_pad'`` or ``'average_exc_pad'``.
+    **kwargs
+        ``name``, passed to :class:`Layer`.
+
+    Examples
+    --------
+    >>> from lasagne.layers import InputLayer
+    >>> from lasagne.layers.dnn import MaxPool3DDNNLayer
+    >>> MaxPool3DDNNLayer(InputLayer((None, 64, 16, 112, 112)), pool_size=2).output_shape
+    (None, 64, 8, 56, 56)
+    """
+
+    def __init__(self, incoming, pool_size, stride=None, pad=(0, 0, 0), ignore_border=True,
+                 mode="max", **kwargs):
+        _no_partial_windows(self, ignore_border, kwargs.get("name"), "Pool3DLayer")
+        super(Pool3DDNNLayer, self).__init__(incoming, pool_size, stride, pad, True, mode,
+                                             **kwargs)
+
+
+class MaxPool3DDNNLayer(Pool3DDNNLayer):
+    """3D max pooling: :class:`Pool3DDNNLayer` with ``mode='max'``.
+
+    Parameters
+    ----------
+    incoming, pool_size, stride=None, pad=(0, 0, 0), ignore_border=True, **kwargs
+        See :class:`Pool3DDNNLayer`.
+    """
+
+    def __init__(self, incoming, pool_size, stride=None, pad=(0, 0, 0), ignore_border=True,
+                 **kwargs):
+        super(MaxPool3DDNNLayer, self).__init__(incoming, pool_size, stride, pad, ignore_border,
+                                                mode="max", **kwargs)
+
+
+class SpatialPyramidPoolingDNNLayer(_SpatialPyramidPoolingLayer):
+    """Spatial pyramid pooling: ``(batch, channels, rows, columns)`` to
+    ``(batch, channels, sum(n*n for n in pool_dims))`` for any input size.
+
+    The same layer as :class:`lasagne.layers.SpatialPyramidPoolingLayer`
+    (see there for the bins of ``'fast'`` and ``'kaiming'``); like it, it
+    gives exactly ``sum(n*n)`` features for every input size, also where the
+    original dnn layer's bins failed (an axis shorter than ``n``, or sizes
+    such as 6, 7 or 11 for ``n=4``). The input is read once for all levels.
+
+    Parameters
+    ----------
+    incoming : a :class:`Layer` instance or a tuple
+        The layer feeding into this layer, or the expected input shape;
+        rows and columns may be None.
+    pool_dims : list of int (default: [4, 2, 1])
+        The grid size ``n`` of each level.
+    mode : str (default: 'max')
+        ``'max'``, ``'average_inc_pad'`` or ``'average_exc_pad'`` (both
+        averages are the mean of a bin).
+    implementation : 'fast' or 'kaiming' (default: 'fast')
+        The bin scheme; ``'fast'`` reproduces the original's bins.
+    **kwargs
+        ``name``, passed to :class:`Layer`.
+
+    Examples
+    --------
+    >>> from lasagne.layers import InputLayer
+    >>> from lasagne.layers.dnn import SpatialPyramidPoolingDNNLayer
+    >>> l_in = InputLayer((None, 512, None, None))
+    >>> SpatialPyramidPoolingDNNLayer(l_in, pool_dims=[6, 3, 2, 1]).output_shape
+    (None, 512, 50)
+    """
+
+    def __init__(self, incoming, pool_dims=[4, 2, 1], mode="max", implementation="fast",
+                 **kwargs):
+        super(SpatialPyramidPoolingDNNLayer, self).__init__(incoming, pool_dims, mode,
+                                                            implementation, **kwargs)
+
+
 # --- batch normalization: BatchNormDNNLayer, batch_norm_dnn ----------------------
 
 import torch  # noqa: E402
