@@ -16,7 +16,9 @@ How it is computed (portable path)
       padding is involved) are linear: one matrix product of the flattened
       input ``(batch, channels, H*W)`` with a constant ``(H*W, sum(n*n))``
       matrix of bin weights. The input is read once, for all levels; the
-      backward is one matrix product as well.
+      backward is one matrix product as well. In float32 on CUDA the product
+      follows PyTorch's matmul precision setting (exact by default; TF32 if
+      the user allowed it with ``torch.backends.cuda.matmul.allow_tf32``).
     * Max: the bin edges of all levels cut each axis into *cells*; every bin
       of every level is a rectangle of whole cells. One ``scatter_reduce``
       takes the maximum of each cell, reading the input once; each level
