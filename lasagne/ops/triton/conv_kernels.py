@@ -49,7 +49,7 @@ when ``precision='tf32'`` and exact float32 products with ``'ieee'``.
 """
 
 import functools
-import math
+import itertools
 import os
 
 import torch
@@ -160,50 +160,58 @@ def default_config(kind, dtype, cg, kg, positions):
     return Config(bm, bn, bk, 8 if bm * bn >= 128 * 128 else 4, 3 if wide else 4)
 
 
-def candidate_configs(kind, dtype, cg, kg):
+def candidate_configs(kind, dtype, cg, kg, full=False):
     """Block-size configurations worth timing for one problem (the benchmark
-    sweeps these); all are valid for the given channel counts."""
+    sweeps these): block sizes clamped to the channel counts, software
+    pipelines that fit in a Hopper SM's shared memory (about 200 KiB used
+    at most). ``full=False`` gives a short list (about a dozen tile shapes),
+    ``full=True`` every tile shape and pipeline depth."""
     wide = dtype == torch.float32
-    bks = (32, 64) if wide else (32, 64, 128)
-    out = []
-    if kind in ("fwd", "dgrad"):
-        nmax = kg if kind == "fwd" else cg
-        red = cg if kind == "fwd" else kg
-        for bm in (64, 128, 256):
-            for bn in (64, 128, 256):
-                if bn > 16 and bn > 2 * _p2(nmax):
-                    continue
-                if bm * bn > 256 * 128:
-                    continue
-                for bk in bks:
-                    if bk > 2 * _p2(red):
-                        continue
-                    if wide and bm * bn >= 256 * 128 and bk > 32:
-                        continue
-                    warps = 8 if bm * bn >= 128 * 128 else 4
-                    for stages in ((3, 4) if bm * bn <= 128 * 128 else (3,)):
-                        out.append(Config(bm, _clamp_block(bn, nmax), _clamp_block(bk, red),
-                                          warps, stages))
+    item = 4 if wide else 2
+    if kind == "fwd":
+        m_lim, n_lim, k_lim = None, kg, cg
+    elif kind == "dgrad":
+        m_lim, n_lim, k_lim = None, cg, kg
     else:
-        for bm in (64, 128, 256):
-            if bm > 2 * _p2(kg) and bm > 64:
+        m_lim, n_lim, k_lim = kg, cg, None
+
+    def fits(bm, bn, bk, stages):
+        return stages * (bm + bn) * bk * item <= 200 * 1024
+
+    raw = []
+    if full:
+        bks = (32, 64) if wide else (32, 64, 128)
+        for bm, bn, bk in itertools.product((64, 128, 256), (64, 128, 256), bks):
+            if bm * bn > 256 * 128:
                 continue
-            for bn in (64, 128, 256):
-                if bn > 2 * _p2(cg) and bn > 64:
-                    continue
-                if bm * bn > 256 * 128:
-                    continue
-                for bk in bks:
-                    warps = 8 if bm * bn >= 128 * 128 else 4
-                    for stages in ((3, 4) if bm * bn <= 128 * 128 else (3,)):
-                        out.append(Config(_clamp_block(bm, kg), _clamp_block(bn, cg), bk,
-                                          warps, stages))
-    seen, uniq = set(), []
-    for c in out:
-        if c not in seen:
-            seen.add(c)
-            uniq.append(c)
-    return uniq
+            for warps in (4, 8):
+                for stages in (2, 3, 4, 5):
+                    raw.append((bm, bn, bk, warps, stages))
+    else:
+        bk = 32 if wide else 64
+        st = 3 if wide else 4
+        for bm, bn in ((128, 64), (128, 128), (128, 256), (256, 64), (256, 128), (64, 128),
+                       (64, 64)):
+            raw.append((bm, bn, bk, 8 if bm * bn >= 128 * 128 else 4, st))
+        raw += [(128, 128, bk, 4, st), (128, 128, bk, 8, st - 1), (128, 128, bk, 8, st + 1),
+                (128, 128, 2 * bk, 8, 3), (128, 128, bk // 2, 8, st + 1)]
+        if kind == "wgrad":
+            # small filter banks clamp the tile: vary the reduction block and depth
+            raw += [(64, 64, 2 * bk, 4, 3), (64, 64, bk, 4, st + 1), (64, 64, bk // 2, 4, st + 1),
+                    (64, 64, 2 * bk, 8, 3), (64, 64, bk, 8, st)]
+    out, seen = [], set()
+    for bm, bn, bk, warps, stages in raw:
+        bm = bm if m_lim is None else _clamp_block(bm, m_lim)
+        bn = _clamp_block(bn, n_lim)
+        bk = bk if k_lim is None else _clamp_block(bk, k_lim)
+        cfg = Config(bm, bn, bk, warps, stages)
+        if cfg in seen or not fits(bm, bn, bk, stages):
+            continue
+        if bm * bn < 64 * 64 and warps > 4:
+            continue
+        seen.add(cfg)
+        out.append(cfg)
+    return out
 
 
 # --- the kernels ----------------------------------------------------------------------------------
@@ -226,16 +234,15 @@ def _positions(tile, N, D1, D2, D3, M, BLOCK: tl.constexpr, TILE_W: tl.constexpr
         z = t % D1
         n = t // D1
     else:
-        TILE_H: tl.constexpr = BLOCK // TILE_W
         nbw = tl.cdiv(D3, TILE_W)
-        nbh = tl.cdiv(D2, TILE_H)
+        nbh = tl.cdiv(D2, BLOCK // TILE_W)
         bw = tile % nbw
         t = tile // nbw
         bh = t % nbh
         t = t // nbh
         z = t % D1
         n = t // D1
-        y = bh * TILE_H + i // TILE_W
+        y = bh * (BLOCK // TILE_W) + i // TILE_W
         x = bw * TILE_W + i % TILE_W
         valid = (y < D2) & (x < D3) & (n < N)
         n = tl.zeros([BLOCK], dtype=tl.int32) + n
@@ -496,8 +503,10 @@ def _tile_w(width, block):
 
 
 def _precision(dtype, precision):
-    if interpreting() or dtype != torch.float32:
+    if interpreting():
         return "ieee"
+    if dtype != torch.float32:
+        return "tf32"  # Triton's default; without effect on 16-bit operands
     if precision is None:
         precision = "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
     if precision not in ("tf32", "ieee"):
