@@ -13,5 +13,6 @@ from .special import *  # noqa: F401,F403
 from .noise import *  # noqa: F401,F403
 from .shape import *  # noqa: F401,F403
 from .merge import *  # noqa: F401,F403
+from .conv import *  # noqa: F401,F403
 from .normalization import *  # noqa: F401,F403
 from .pool import *  # noqa: F401,F403

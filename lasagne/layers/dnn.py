@@ -17,6 +17,112 @@ __all__ = []
 
 # --- convolution: Conv2DDNNLayer, Conv3DDNNLayer -----------------------------
 
+from .. import init as _init  # noqa: E402
+from .. import nonlinearities as _nonlinearities  # noqa: E402
+from .conv import BaseConvLayer as _BaseConvLayer  # noqa: E402
+
+__all__ += ["Conv2DDNNLayer", "Conv3DDNNLayer"]
+
+
+class Conv2DDNNLayer(_BaseConvLayer):
+    """2D convolution layer computed by cuDNN:
+    ``nonlinearity(conv2d(input, W) + b)``.
+
+    The same layer as :class:`lasagne.layers.Conv2DLayer` (see
+    :class:`lasagne.layers.BaseConvLayer` for the shape arithmetic and every
+    parameter), except that it defaults to ``flip_filters=False``
+    (cross-correlation) and fixes ``algorithm='cudnn'``: on CUDA the
+    convolution and its gradients are computed by cuDNN, called explicitly,
+    and a missing or disabled cuDNN (``torch.backends.cudnn.enabled = False``)
+    raises ``RuntimeError`` naming the layer. On a CPU it computes the same
+    function with PyTorch's convolution.
+
+    Parameters
+    ----------
+    incoming : a :class:`Layer` instance or a tuple
+        Input ``(batch, in_channels, rows, columns)``.
+    num_filters : int
+    filter_size : int or tuple of 2 ints
+    stride : int or tuple of 2 ints (default: (1, 1))
+    pad : int, tuple of 2 ints, 'valid', 'full' or 'same' (default: 0)
+    untie_biases : bool (default: False)
+        With True, ``b`` has shape ``(num_filters, out_rows, out_columns)``.
+    W : numpy array, tensor, Parameter or callable (default: GlorotUniform())
+        Shape ``(num_filters, in_channels // num_groups, rows, columns)``.
+    b : numpy array, tensor, Parameter, callable or None (default: Constant(0.))
+    nonlinearity : callable or None (default: rectify)
+    flip_filters : bool (default: False)
+        Set it to True to use weights learnt by a
+        :class:`lasagne.layers.Conv2DLayer` (whose default is True).
+    num_groups : int (default: 1)
+    **kwargs
+        ``name``, passed to :class:`Layer`.
+
+    Examples
+    --------
+    >>> from lasagne.layers import InputLayer
+    >>> from lasagne.layers.dnn import Conv2DDNNLayer
+    >>> l_in = InputLayer((None, 64, 56, 56))
+    >>> Conv2DDNNLayer(l_in, num_filters=64, filter_size=3, pad=1).output_shape
+    (None, 64, 56, 56)
+    """
+
+    def __init__(self, incoming, num_filters, filter_size, stride=(1, 1), pad=0,
+                 untie_biases=False, W=_init.GlorotUniform(), b=_init.Constant(0.),
+                 nonlinearity=_nonlinearities.rectify, flip_filters=False, num_groups=1,
+                 **kwargs):
+        super(Conv2DDNNLayer, self).__init__(incoming, num_filters, filter_size, stride, pad,
+                                             untie_biases, W, b, nonlinearity, flip_filters,
+                                             num_groups, n=2, algorithm="cudnn", **kwargs)
+
+
+class Conv3DDNNLayer(_BaseConvLayer):
+    """3D convolution layer computed by cuDNN:
+    ``nonlinearity(conv3d(input, W) + b)``.
+
+    The same layer as :class:`lasagne.layers.Conv3DLayer` with
+    ``flip_filters=False`` by default and ``algorithm='cudnn'`` fixed; see
+    :class:`Conv2DDNNLayer` for what that guarantees.
+
+    Parameters
+    ----------
+    incoming : a :class:`Layer` instance or a tuple
+        Input ``(batch, in_channels, depth, rows, columns)``.
+    num_filters : int
+    filter_size : int or tuple of 3 ints
+    stride : int or tuple of 3 ints (default: (1, 1, 1))
+    pad : int, tuple of 3 ints, 'valid', 'full' or 'same' (default: 0)
+    untie_biases : bool (default: False)
+        With True, ``b`` has shape ``(num_filters, out_depth, out_rows,
+        out_columns)``.
+    W : numpy array, tensor, Parameter or callable (default: GlorotUniform())
+        Shape ``(num_filters, in_channels // num_groups, depth, rows,
+        columns)``.
+    b : numpy array, tensor, Parameter, callable or None (default: Constant(0.))
+    nonlinearity : callable or None (default: rectify)
+    flip_filters : bool (default: False)
+    num_groups : int (default: 1)
+    **kwargs
+        ``name``, passed to :class:`Layer`.
+
+    Examples
+    --------
+    >>> from lasagne.layers import InputLayer
+    >>> from lasagne.layers.dnn import Conv3DDNNLayer
+    >>> l_in = InputLayer((None, 3, 16, 112, 112))
+    >>> Conv3DDNNLayer(l_in, num_filters=64, filter_size=3, pad=1).output_shape
+    (None, 64, 16, 112, 112)
+    """
+
+    def __init__(self, incoming, num_filters, filter_size, stride=(1, 1, 1), pad=0,
+                 untie_biases=False, W=_init.GlorotUniform(), b=_init.Constant(0.),
+                 nonlinearity=_nonlinearities.rectify, flip_filters=False, num_groups=1,
+                 **kwargs):
+        super(Conv3DDNNLayer, self).__init__(incoming, num_filters, filter_size, stride, pad,
+                                             untie_biases, W, b, nonlinearity, flip_filters,
+                                             num_groups, n=3, algorithm="cudnn", **kwargs)
+
+
 # --- pooling: Pool2DDNNLayer, MaxPool2DDNNLayer, Pool3DDNNLayer, MaxPool3DDNNLayer,
 #     SpatialPyramidPoolingDNNLayer ----------------------------------------------
 
