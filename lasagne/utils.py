@@ -58,7 +58,9 @@ def floatX(arr):
     -------
     numpy.ndarray
     """
-    return np.asarray(arr, dtype=torch.empty((), dtype=torch.get_default_dtype()).numpy().dtype)
+    # a CPU tensor: torch.empty would follow torch.set_default_device
+    dtype = torch.empty((), dtype=torch.get_default_dtype(), device="cpu").numpy().dtype
+    return np.asarray(arr, dtype=dtype)
 
 
 def as_tuple(x, N, t=None):
