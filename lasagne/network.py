@@ -15,8 +15,9 @@ import torch
 
 from . import utils
 from .layers.base import Layer, MergeLayer
-from .layers.helper import get_all_layers, get_output, get_output_shape
+from .layers.helper import evaluate, get_all_layers, get_output_shape
 from .layers.input import InputLayer
+from .layers.special import NonlinearityLayer
 
 __all__ = ["Network"]
 
@@ -41,6 +42,19 @@ class Network(torch.nn.Module):
         holds only the layers between these and the outputs. By default:
         every :class:`~lasagne.layers.InputLayer` below the outputs, in
         :func:`~lasagne.layers.get_all_layers` order.
+
+    memory_format : {'auto', 'preserve'}
+        ``'auto'`` (default): on CUDA, 4D/5D inputs and convolution weights
+        are kept in channels-last layout (the logical NCHW shape is
+        unchanged; outputs are ordinary tensors of the same shapes), where
+        cuDNN convolutions run 1.5–2.5× faster. ``'preserve'`` leaves layouts
+        as given.
+    fuse : bool (default: True)
+        Compute a batch-normalization layer and the ``NonlinearityLayer`` it
+        alone feeds (the pair :func:`~lasagne.layers.batch_norm` builds) in
+        one call, one pass over the data on the GPU. The results are those of
+        the two layers; ``get_output`` on the same graph evaluates them
+        separately.
 
     Attributes
     ----------
@@ -111,7 +125,7 @@ class Network(torch.nn.Module):
     True
     """
 
-    def __init__(self, layer_or_layers, inputs=None):
+    def __init__(self, layer_or_layers, inputs=None, memory_format="auto", fuse=True):
         super(Network, self).__init__()
         self._single_output = not isinstance(layer_or_layers, (list, tuple))
         outputs = [layer_or_layers] if self._single_output else list(layer_or_layers)
@@ -145,6 +159,13 @@ class Network(torch.nn.Module):
         self._key_of = {}
         self._register_params()
         self._input_consumers = self._find_consumers()
+        if memory_format not in ("auto", "preserve"):
+            raise ValueError("Network: memory_format must be 'auto' or 'preserve', got "
+                             "{!r}".format(memory_format))
+        self.memory_format = memory_format
+        self._conv_weights = self._find_conv_weights()
+        self._fusions = self._find_fusions() if fuse else {}
+        self._to_channels_last()
 
     # -- construction ------------------------------------------------------------------------
 
@@ -193,6 +214,48 @@ class Network(torch.nn.Module):
                     consumers[parent].append((layer, param))
         return consumers
 
+    def _find_fusions(self):
+        """Pairs (consumer, producer) computed in one call: a
+        ``NonlinearityLayer`` whose only input is a layer offering
+        ``get_fused_output_for`` (batch normalization) that feeds nothing
+        else and is not an output."""
+        users = {}
+        for layer in self.layers:
+            incoming = layer.input_layers if isinstance(layer, MergeLayer) \
+                else [layer.input_layer]
+            for parent in incoming:
+                users[parent] = users.get(parent, 0) + 1
+        fed = set(self.input_layers)
+        outputs = set(self.output_layers)
+        fusions = {}
+        for layer in self.layers:
+            if layer in fed or isinstance(layer, MergeLayer):
+                continue
+            producer = layer.input_layer
+            if (type(layer) is NonlinearityLayer and producer is not None
+                    and hasattr(producer, "get_fused_output_for") and producer not in fed
+                    and producer not in outputs and users.get(producer) == 1):
+                fusions[layer] = producer
+        return fusions
+
+    def _find_conv_weights(self):
+        """The 4D and 5D convolution weights, which are kept in channels-last
+        layout on CUDA when ``memory_format='auto'``."""
+        return [layer.W for layer in self.layers
+                if hasattr(layer, "filter_size") and isinstance(getattr(layer, "W", None),
+                                                                torch.nn.Parameter)
+                and layer.W.ndim in (4, 5)]
+
+    def _to_channels_last(self):
+        if self.memory_format != "auto":
+            return
+        with torch.no_grad():
+            for weight in self._conv_weights:
+                if weight.is_cuda:
+                    fmt = _CHANNELS_LAST[weight.ndim]
+                    if not weight.is_contiguous(memory_format=fmt):
+                        weight.data = weight.data.contiguous(memory_format=fmt)
+
     # -- the module interface ----------------------------------------------------------------
 
     def forward(self, *inputs, **kwargs):
@@ -239,10 +302,12 @@ class Network(torch.nn.Module):
                 raise ValueError("Network: called without inputs, but the input layer(s) {} have "
                                  "no input_var".format(missing))
             feed = {l: l.input_var for l in self.input_layers}
+        if self._conv_weights and self.memory_format == "auto":
+            feed = {layer: _channels_last_input(value) for layer, value in feed.items()}
         if not torch.compiler.is_compiling():
             self._check_dtypes(feed)
         outputs = self.output_layers[0] if self._single_output else self.output_layers
-        return get_output(outputs, feed, **kwargs)
+        return evaluate(outputs, feed, kwargs, self._fusions)
 
     def _resolve_layer(self, key):
         if isinstance(key, Layer):
@@ -327,6 +392,8 @@ class Network(torch.nn.Module):
         for key, buf in self._buffers.items():
             if buf is not None:
                 self._buffers[key] = fn(buf)
+        if hasattr(self, "_conv_weights"):
+            self._to_channels_last()
         return self
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
@@ -345,6 +412,17 @@ class Network(torch.nn.Module):
             if type(param) is not cls:
                 param.__class__ = cls
             param.__dict__.update(attributes)
+
+
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def _channels_last_input(value):
+    """A CUDA image batch in channels-last layout (same logical shape): cuDNN
+    convolutions and our pooling and batch-norm kernels run faster on it."""
+    if isinstance(value, torch.Tensor) and value.is_cuda and value.ndim in _CHANNELS_LAST:
+        return value.contiguous(memory_format=_CHANNELS_LAST[value.ndim])
+    return value
 
 
 def _replace_data(param, value, key, swap):

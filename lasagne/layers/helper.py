@@ -188,6 +188,30 @@ def get_output(layer_or_layers, inputs=None, **kwargs):
         For keyword arguments that no layer's ``get_output_for`` names (as
         the original: a likely typo such as ``determinstic=True``).
     """
+    return evaluate(layer_or_layers, inputs, kwargs)
+
+
+def evaluate(layer_or_layers, inputs, kwargs, fusions=None):
+    """:func:`get_output` with an optional fusion plan.
+
+    Parameters
+    ----------
+    layer_or_layers, inputs
+        As for :func:`get_output`.
+    kwargs : dict
+        The keyword arguments for every layer's ``get_output_for``.
+    fusions : dict, optional
+        Maps a consumer layer to the producer layer it fuses with: the
+        producer is not evaluated on its own, and the consumer's output is
+        ``producer.get_fused_output_for(producer_input, consumer.nonlinearity,
+        **kwargs)``. Only pairs where the consumer is the producer's sole user
+        may be given (``lasagne.Network`` builds such a plan).
+
+    Returns
+    -------
+    torch.Tensor or list of torch.Tensor
+    """
+    fused_producers = set(fusions.values()) if fusions else ()
     if isinstance(inputs, dict):
         for key in inputs:
             if not isinstance(key, Layer):
@@ -213,8 +237,12 @@ def get_output(layer_or_layers, inputs=None, **kwargs):
     compiling = torch.compiler.is_compiling()
     accepted = set(_ALWAYS_ACCEPTED)
     for layer in all_layers:
-        if layer in outputs:
+        if layer in outputs or layer in fused_producers:
             continue
+        consumer = None
+        if fusions and layer in fusions:
+            # the producer computes both layers in one call
+            consumer, layer = layer, fusions[layer]
         if isinstance(layer, InputLayer):
             raise ValueError("get_output() was called without an input for {}".format(
                 layer._where()))
@@ -245,7 +273,7 @@ def get_output(layer_or_layers, inputs=None, **kwargs):
             if kwargs:
                 accepted |= _accepted_kwargs(layer)
             try:
-                outputs[layer] = layer.get_output_for(layer_inputs, **kwargs)
+                result = _output_for(layer, consumer, layer_inputs, kwargs)
             except RuntimeError as e:
                 values = layer_inputs if isinstance(layer, MergeLayer) else [layer_inputs]
                 message = _dtype_mismatch(layer, values)
@@ -253,12 +281,19 @@ def get_output(layer_or_layers, inputs=None, **kwargs):
                     raise
                 raise RuntimeError(message) from e
         else:
-            outputs[layer] = layer.get_output_for(layer_inputs, **kwargs)
+            result = _output_for(layer, consumer, layer_inputs, kwargs)
+        outputs[consumer if consumer is not None else layer] = result
     if kwargs and not compiling:
         _warn_unused_kwargs(kwargs, accepted)
     if isinstance(layer_or_layers, (list, tuple)):
         return [outputs[l] for l in layer_or_layers]
     return outputs[layer_or_layers]
+
+
+def _output_for(layer, consumer, layer_inputs, kwargs):
+    if consumer is None:
+        return layer.get_output_for(layer_inputs, **kwargs)
+    return layer.get_fused_output_for(layer_inputs, consumer.nonlinearity, **kwargs)
 
 
 def get_output_shape(layer_or_layers, input_shapes=None):
