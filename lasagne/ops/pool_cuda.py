@@ -1,0 +1,289 @@
+"""The pooling fast path: our Triton kernels as the ``lasagne::pool`` custom op.
+
+``torch.ops.lasagne.pool(x, pool_size, stride, pad, mode, ignore_border)``
+computes exactly :func:`lasagne.ops.pool.pool` (Lasagne's semantics: any pad
+below the pool size, ``average_inc_pad`` / ``average_exc_pad`` divisors,
+``ignore_border=False`` partial windows) for 1D, 2D and 3D pooling.
+
+* CUDA, float32 / float16 / bfloat16: the Triton kernels of
+  :mod:`lasagne.ops.triton.pool_kernels` (Triton is imported on the first
+  CUDA call, never on import). The forward writes only the output; the
+  backward recomputes each window's argmax from the input and writes every
+  input gradient once (no atomics, bitwise reproducible). Max pooling sends
+  a window's gradient to its first maximum in row-major window order (as
+  PyTorch's max pooling does for distinct values and ties alike).
+* Anything else (CPU, float64): :func:`reference_pool` and
+  :func:`reference_pool_backward`, the same function in plain tensor
+  operations (deterministic too).
+
+The op is registered with ``torch.library`` (fake implementation, autograd),
+so ``torch.compile(fullgraph=True)`` traces through it. It has no autocast
+rule: pooling runs in its input's dtype (averages accumulate in float32),
+like PyTorch's pooling under autocast. The backward op itself is not
+differentiable (no double backward).
+
+:func:`cuda_kernel` is the hook :func:`lasagne.ops.pool.pool` calls on CUDA
+tensors; it declines (returns None) what the kernels do not cover, and the
+portable path runs.
+"""
+
+from typing import List
+
+import torch
+
+from .lengths import pool_output_length
+
+__all__ = ["pool", "supported", "unsupported_reason", "cuda_kernel", "reference_pool",
+           "reference_pool_backward", "KERNEL_DTYPES"]
+
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+# Largest window (elements) the kernels unroll; larger ones go to the portable path.
+MAX_WINDOW = 64
+# Largest backward neighbourhood (max mode) per owner block, in elements.
+MAX_NEIGHBOURHOOD = 128
+# Largest number of windows an input element belongs to (backward loop size).
+MAX_WINDOWS_PER_INPUT = 32
+
+
+def _is_channels_last(x):
+    return x.shape[1] > 1 and x.stride(1) == 1
+
+
+def _empty_out(x, shape):
+    """Empty ``shape`` in ``x``'s layout (channels-last if ``x`` is)."""
+    if _is_channels_last(x):
+        perm_shape = (shape[0],) + tuple(shape[2:]) + (shape[1],)
+        return x.new_empty(perm_shape).movedim(-1, 1)
+    return x.new_empty(shape)
+
+
+def _out_size(x, pool_size, stride, pad, ignore_border):
+    return tuple(pool_output_length(L, k, s, p, ignore_border)
+                 for L, k, s, p in zip(x.shape[2:], pool_size, stride, pad))
+
+
+# --- reference: plain tensor operations (any device, any float dtype) -----------------------
+
+def _padded(x, pool_size, stride, pad, out, fill):
+    """``x`` padded by ``pad`` on both sides of each axis, plus what a final
+    partial window needs at the end; returns it and the per-axis end padding."""
+    widths, ends = [], []
+    for L, k, s, p, o in zip(x.shape[2:], pool_size, stride, pad, out):
+        extra = max(0, (o - 1) * s + k - (L + 2 * p))
+        ends.append(p + extra)
+        widths.append((p, p + extra))
+    flat = [w for pair in reversed(widths) for w in pair]
+    if any(flat):
+        x = torch.nn.functional.pad(x, flat, value=fill)
+    return x, ends
+
+
+def _windows(xp, pool_size, stride, out):
+    """``(N, C, *out, prod(pool_size))``: every window, row-major inside."""
+    nd = len(pool_size)
+    w = xp
+    for i, (k, s) in enumerate(zip(pool_size, stride)):
+        w = w.unfold(2 + i, k, s)
+    w = w[(slice(None), slice(None)) + tuple(slice(0, o) for o in out)]
+    return w.reshape(w.shape[:2 + nd] + (-1,))
+
+
+def _divisor(x, pool_size, stride, pad, out, mode):
+    """The divisor of every window, ``(1, 1, *out)``, float64 (exact counts)."""
+    div = torch.ones((1, 1) + tuple(out), dtype=torch.float64, device=x.device)
+    for i, (L, k, s, p, o) in enumerate(zip(x.shape[2:], pool_size, stride, pad, out)):
+        start = torch.arange(o, dtype=torch.float64, device=x.device) * s - p
+        if mode == "average_inc_pad":
+            n = torch.clamp(start + k, max=L + p) - start
+        else:
+            n = torch.clamp(start + k, max=L) - torch.clamp(start, min=0)
+        shape = [1] * div.ndim
+        shape[2 + i] = o
+        div = div * n.view(shape)
+    return div
+
+
+def _acc_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def reference_pool(x, pool_size, stride, pad, mode, ignore_border):
+    """Pooling in plain tensor operations (the op's CPU / fallback path)."""
+    out = _out_size(x, pool_size, stride, pad, ignore_border)
+    fill = float("-inf") if mode == "max" else 0.0
+    xp, _ = _padded(x, pool_size, stride, pad, out, fill)
+    win = _windows(xp, pool_size, stride, out)
+    if mode == "max":
+        y = win.amax(-1)
+    else:
+        acc = _acc_dtype(x.dtype)
+        y = win.to(acc).sum(-1) / _divisor(x, pool_size, stride, pad, out, mode).to(acc)
+    result = _empty_out(x, (x.shape[0], x.shape[1]) + out)
+    result.copy_(y)
+    return result
+
+
+def reference_pool_backward(grad_out, x, pool_size, stride, pad, mode, ignore_border):
+    """Gradient of :func:`reference_pool`: the window gradients added onto
+    the padded input, one window offset at a time (strided slices, no
+    scatter: deterministic), then the padding cropped."""
+    out = tuple(grad_out.shape[2:])
+    acc = _acc_dtype(x.dtype)
+    fill = float("-inf") if mode == "max" else 0.0
+    xp, ends = _padded(x, pool_size, stride, pad, out, fill)
+    g = grad_out.to(acc)
+    if mode == "max":
+        first = _windows(xp, pool_size, stride, out).argmax(-1)  # first maximum
+    else:
+        g = g / _divisor(x, pool_size, stride, pad, out, mode).to(acc)
+    gxp = torch.zeros(xp.shape, dtype=acc, device=x.device)
+    offsets = torch.cartesian_prod(*[torch.arange(k) for k in pool_size]).view(-1, len(pool_size))
+    for t, offset in enumerate(offsets.tolist()):
+        sl = (slice(None), slice(None)) + tuple(
+            slice(o_, o_ + s * (n - 1) + 1, s) for o_, s, n in zip(offset, stride, out))
+        if mode == "max":
+            gxp[sl] += torch.where(first == t, g, torch.zeros((), dtype=acc, device=x.device))
+        else:
+            gxp[sl] += g
+    crop = (slice(None), slice(None)) + tuple(
+        slice(p, p + L) for p, L in zip(pad, x.shape[2:]))
+    result = _empty_out(x, tuple(x.shape))
+    result.copy_(gxp[crop])
+    return result
+
+
+# --- which cases the kernels take ------------------------------------------------------------
+
+def _geometry_reason(x, pool_size, stride, mode):
+    nd = len(pool_size)
+    if nd not in (1, 2, 3) or x.ndim != nd + 2:
+        return "input of shape {} for {}D pooling".format(tuple(x.shape), nd)
+    window = 1
+    for k in pool_size:
+        window *= k
+    if window > MAX_WINDOW:
+        return "window of {} elements (at most {} are unrolled)".format(window, MAX_WINDOW)
+    nw, e = 1, 1
+    for k, s in zip(pool_size, stride):
+        w = -(-k // s)
+        nw *= w
+        e *= (w - 1) * s + k
+    if nw > MAX_WINDOWS_PER_INPUT:
+        return "each input in up to {} windows (at most {})".format(nw, MAX_WINDOWS_PER_INPUT)
+    if mode == "max" and e > MAX_NEIGHBOURHOOD:
+        return "backward neighbourhood of {} elements (at most {})".format(e, MAX_NEIGHBOURHOOD)
+    return None
+
+
+def unsupported_reason(x, pool_size, stride, pad, mode, ignore_border):
+    """Why the Triton kernels do not take this case, or None if they do."""
+    if not x.is_cuda:
+        return "the input is on {}".format(x.device)
+    if x.dtype not in KERNEL_DTYPES:
+        return "dtype {} (the kernels take float32, float16, bfloat16)".format(x.dtype)
+    reason = _geometry_reason(x, pool_size, stride, mode)
+    if reason is not None:
+        return reason
+    from .triton import unavailable_reason
+    return unavailable_reason(x)
+
+
+def supported(x, pool_size, stride, pad, mode, ignore_border):
+    """True when the Triton kernels compute this case."""
+    return unsupported_reason(x, pool_size, stride, pad, mode, ignore_border) is None
+
+
+# Tests set this (with TRITON_INTERPRET=1) to send CPU tensors through the
+# kernels under Triton's interpreter; the library itself never does.
+ROUTE_CPU_THROUGH_INTERPRETER = False
+
+
+def _use_kernels(x, pool_size, stride, pad, mode, ignore_border):
+    if x.is_cuda:
+        return supported(x, pool_size, stride, pad, mode, ignore_border)
+    if not ROUTE_CPU_THROUGH_INTERPRETER:
+        return False
+    from .triton import interpreting
+    return (interpreting() and x.dtype in KERNEL_DTYPES
+            and _geometry_reason(x, pool_size, stride, mode) is None)
+
+
+# --- the custom ops ----------------------------------------------------------------------------
+
+@torch.library.custom_op("lasagne::pool", mutates_args=())
+def _pool_op(x: torch.Tensor, pool_size: List[int], stride: List[int], pad: List[int],
+             mode: str, ignore_border: bool) -> torch.Tensor:
+    if _use_kernels(x, pool_size, stride, pad, mode, ignore_border):
+        from .triton import pool_kernels
+        out = _out_size(x, pool_size, stride, pad, ignore_border)
+        return pool_kernels.pool_forward(x, tuple(pool_size), tuple(stride), tuple(pad), out,
+                                         mode)
+    return reference_pool(x, pool_size, stride, pad, mode, ignore_border)
+
+
+@_pool_op.register_fake
+def _(x, pool_size, stride, pad, mode, ignore_border):
+    out = _out_size(x, pool_size, stride, pad, ignore_border)
+    return _empty_out(x, (x.shape[0], x.shape[1]) + out)
+
+
+@torch.library.custom_op("lasagne::pool_backward", mutates_args=())
+def _pool_backward_op(grad_out: torch.Tensor, x: torch.Tensor, pool_size: List[int],
+                      stride: List[int], pad: List[int], mode: str,
+                      ignore_border: bool) -> torch.Tensor:
+    if _use_kernels(x, pool_size, stride, pad, mode, ignore_border):
+        from .triton import pool_kernels
+        return pool_kernels.pool_backward(x, grad_out, tuple(pool_size), tuple(stride),
+                                          tuple(pad), mode)
+    return reference_pool_backward(grad_out, x, pool_size, stride, pad, mode, ignore_border)
+
+
+@_pool_backward_op.register_fake
+def _(grad_out, x, pool_size, stride, pad, mode, ignore_border):
+    return _empty_out(x, tuple(x.shape))
+
+
+def _setup(ctx, inputs, output):
+    x, pool_size, stride, pad, mode, ignore_border = inputs
+    ctx.save_for_backward(x)
+    ctx.args = (list(pool_size), list(stride), list(pad), mode, bool(ignore_border))
+
+
+def _grad(ctx, grad_out):
+    (x,) = ctx.saved_tensors
+    gx = torch.ops.lasagne.pool_backward(grad_out, x, *ctx.args)
+    return gx, None, None, None, None, None
+
+
+_pool_op.register_autograd(_grad, setup_context=_setup)
+
+
+def _no_double_backward(ctx, grad):
+    raise NotImplementedError(
+        "lasagne::pool_backward is not differentiable: double backward through Lasagne's "
+        "pooling kernels is not supported")
+
+
+def _setup_bwd(ctx, inputs, output):
+    pass
+
+
+_pool_backward_op.register_autograd(_no_double_backward, setup_context=_setup_bwd)
+
+
+# --- public entry points ---------------------------------------------------------------------
+
+def pool(x, pool_size, stride, pad, mode, ignore_border=True):
+    """``lasagne::pool`` on validated arguments (tuples of ints, one per
+    pooled axis); see :func:`lasagne.ops.pool.pool` for the semantics."""
+    return torch.ops.lasagne.pool(x, list(pool_size), list(stride), list(pad), mode,
+                                  bool(ignore_border))
+
+
+def cuda_kernel(x, pool_size, stride, pad, mode, ignore_border):
+    """Hook for :func:`lasagne.ops.pool.register_kernel`: the kernels' result,
+    or None where they do not apply (the portable path then runs)."""
+    if not supported(x, pool_size, stride, pad, mode, ignore_border):
+        return None
+    return pool(x, pool_size, stride, pad, mode, ignore_border)

@@ -1,0 +1,212 @@
+"""The spatial pyramid pooling fast path: our Triton kernels as the
+``lasagne::spp`` custom op.
+
+``torch.ops.lasagne.spp(x, pool_dims, mode, implementation)`` computes
+exactly :func:`lasagne.ops.spp.spatial_pyramid_pool` on a ``(N, C, H, W)``
+input: ``(N, C, sum(n*n))``, levels in order, bins row-major; ``'fast'`` bins
+where they give ``n`` bins on an axis, kaiming bins elsewhere; both average
+modes are the bin mean.
+
+* CUDA, float32 / float16 / bfloat16: one Triton kernel
+  (:mod:`lasagne.ops.triton.spp_kernels`) reads each ``(n, c)`` plane once and
+  writes all levels' bins; the backward is one kernel as well, writing each
+  input gradient once without atomics (bitwise reproducible). Max sends a
+  bin's gradient to its first maximum in row-major order within the bin.
+  Bin edges are computed in the kernel from the shape (no tables, no
+  host-device copy per call).
+* Anything else (CPU, float64): :func:`reference_spp` /
+  :func:`reference_spp_backward` in plain tensor operations.
+
+Registered with ``torch.library`` (fake implementation, autograd) so
+``torch.compile(fullgraph=True)`` traces it; no autocast rule (runs in the
+input's dtype); the backward op is not differentiable.
+"""
+
+from typing import List
+
+import torch
+
+__all__ = ["spatial_pyramid_pool", "supported", "unsupported_reason", "cuda_kernel",
+           "reference_spp", "reference_spp_backward", "KERNEL_DTYPES"]
+
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# Most bins the kernels keep in registers for the max backward.
+MAX_BINS = 128
+
+
+def _bins(L, n, implementation):
+    if implementation == "fast":
+        window, step = -(-L // n), L // n
+        if step >= 1 and (L - window) // step + 1 == n:
+            return [(i * step, i * step + window) for i in range(n)]
+    return [((i * L) // n, -(-((i + 1) * L) // n)) for i in range(n)]
+
+
+def _acc_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def reference_spp(x, pool_dims, mode, implementation):
+    """Spatial pyramid pooling in plain tensor operations (one reduction per bin)."""
+    H, W = x.shape[2:]
+    cols = []
+    for n in pool_dims:
+        for h0, h1 in _bins(H, n, implementation):
+            for w0, w1 in _bins(W, n, implementation):
+                win = x[:, :, h0:h1, w0:w1]
+                if mode == "max":
+                    cols.append(win.amax((2, 3)))
+                else:
+                    cols.append(win.to(_acc_dtype(x.dtype)).mean((2, 3)).to(x.dtype))
+    return torch.stack(cols, 2).contiguous()
+
+
+def _empty_like_x(x):
+    if x.shape[1] > 1 and x.stride(1) == 1:
+        N, C, H, W = x.shape
+        return x.new_empty((N, H, W, C)).permute(0, 3, 1, 2)
+    return x.new_empty(tuple(x.shape))
+
+
+def reference_spp_backward(grad_out, x, pool_dims, mode, implementation):
+    """Gradient of :func:`reference_spp`: each bin's gradient onto its first
+    maximum (row-major within the bin), or spread over the bin; bins added in
+    order (deterministic)."""
+    H, W = x.shape[2:]
+    acc = _acc_dtype(x.dtype)
+    gx = torch.zeros(x.shape, dtype=acc, device=x.device)
+    g = grad_out.to(acc)
+    b = 0
+    for n in pool_dims:
+        for h0, h1 in _bins(H, n, implementation):
+            for w0, w1 in _bins(W, n, implementation):
+                gb = g[:, :, b]
+                if mode == "max":
+                    win = x[:, :, h0:h1, w0:w1].flatten(2)
+                    first = win.argmax(2, keepdim=True)
+                    onehot = torch.zeros(win.shape, dtype=acc, device=x.device)
+                    onehot.scatter_(2, first, 1.0)
+                    gx[:, :, h0:h1, w0:w1] += (onehot * gb[:, :, None]).view(
+                        win.shape[:2] + (h1 - h0, w1 - w0))
+                else:
+                    gx[:, :, h0:h1, w0:w1] += (gb / ((h1 - h0) * (w1 - w0)))[:, :, None, None]
+                b += 1
+    out = _empty_like_x(x)
+    out.copy_(gx)
+    return out
+
+
+# --- which cases the kernels take --------------------------------------------------------------
+
+def _geometry_reason(x, pool_dims):
+    if x.ndim != 4:
+        return "input of shape {} (expected 4D)".format(tuple(x.shape))
+    bins = sum(n * n for n in pool_dims)
+    if bins > MAX_BINS:
+        return "{} bins (at most {})".format(bins, MAX_BINS)
+    return None
+
+
+def unsupported_reason(x, pool_dims, mode, implementation):
+    """Why the Triton kernels do not take this case, or None if they do."""
+    if not x.is_cuda:
+        return "the input is on {}".format(x.device)
+    if x.dtype not in KERNEL_DTYPES:
+        return "dtype {} (the kernels take float32, float16, bfloat16)".format(x.dtype)
+    reason = _geometry_reason(x, pool_dims)
+    if reason is not None:
+        return reason
+    from .triton import unavailable_reason
+    return unavailable_reason(x)
+
+
+def supported(x, pool_dims, mode, implementation):
+    """True when the Triton kernels compute this case."""
+    return unsupported_reason(x, pool_dims, mode, implementation) is None
+
+
+# Tests set this (with TRITON_INTERPRET=1) to send CPU tensors through the
+# kernels under Triton's interpreter; the library itself never does.
+ROUTE_CPU_THROUGH_INTERPRETER = False
+
+
+def _use_kernels(x, pool_dims, mode, implementation):
+    if x.is_cuda:
+        return supported(x, pool_dims, mode, implementation)
+    if not ROUTE_CPU_THROUGH_INTERPRETER:
+        return False
+    from .triton import interpreting
+    return interpreting() and x.dtype in KERNEL_DTYPES and _geometry_reason(x, pool_dims) is None
+
+
+# --- the custom ops ------------------------------------------------------------------------------
+
+@torch.library.custom_op("lasagne::spp", mutates_args=())
+def _spp_op(x: torch.Tensor, pool_dims: List[int], mode: str,
+            implementation: str) -> torch.Tensor:
+    if _use_kernels(x, pool_dims, mode, implementation):
+        from .triton import spp_kernels
+        return spp_kernels.spp_forward(x, pool_dims, mode, implementation)
+    return reference_spp(x, pool_dims, mode, implementation)
+
+
+@_spp_op.register_fake
+def _(x, pool_dims, mode, implementation):
+    return x.new_empty((x.shape[0], x.shape[1], sum(n * n for n in pool_dims)))
+
+
+@torch.library.custom_op("lasagne::spp_backward", mutates_args=())
+def _spp_backward_op(grad_out: torch.Tensor, x: torch.Tensor, pool_dims: List[int], mode: str,
+                     implementation: str) -> torch.Tensor:
+    if _use_kernels(x, pool_dims, mode, implementation):
+        from .triton import spp_kernels
+        return spp_kernels.spp_backward(x, grad_out, pool_dims, mode, implementation)
+    return reference_spp_backward(grad_out, x, pool_dims, mode, implementation)
+
+
+@_spp_backward_op.register_fake
+def _(grad_out, x, pool_dims, mode, implementation):
+    return _empty_like_x(x)
+
+
+def _setup(ctx, inputs, output):
+    x, pool_dims, mode, implementation = inputs
+    ctx.save_for_backward(x)
+    ctx.args = (list(pool_dims), mode, implementation)
+
+
+def _grad(ctx, grad_out):
+    (x,) = ctx.saved_tensors
+    return torch.ops.lasagne.spp_backward(grad_out, x, *ctx.args), None, None, None
+
+
+_spp_op.register_autograd(_grad, setup_context=_setup)
+
+
+def _no_double_backward(ctx, grad):
+    raise NotImplementedError(
+        "lasagne::spp_backward is not differentiable: double backward through Lasagne's "
+        "spatial pyramid pooling kernels is not supported")
+
+
+def _setup_bwd(ctx, inputs, output):
+    pass
+
+
+_spp_backward_op.register_autograd(_no_double_backward, setup_context=_setup_bwd)
+
+
+# --- public entry points -------------------------------------------------------------------------
+
+def spatial_pyramid_pool(x, pool_dims, mode="max", implementation="fast"):
+    """``lasagne::spp`` on validated arguments; see
+    :func:`lasagne.ops.spp.spatial_pyramid_pool` for the semantics."""
+    return torch.ops.lasagne.spp(x, [int(n) for n in pool_dims], mode, implementation)
+
+
+def cuda_kernel(x, pool_dims, mode, implementation):
+    """Hook for :func:`lasagne.ops.spp.register_kernel`: the kernel's result,
+    or None where it does not apply (the portable path then runs)."""
+    if not supported(x, pool_dims, mode, implementation):
+        return None
+    return spatial_pyramid_pool(x, pool_dims, mode, implementation)
