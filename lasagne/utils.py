@@ -12,12 +12,13 @@ int_types = (numbers.Integral, np.integer)
 class NamedParameter(torch.nn.Parameter):
     """A ``torch.nn.Parameter`` with a writable ``name``.
 
-    Parameters created by layers are of this type so that, as in the original
-    Lasagne, a layer named ``conv1`` names its weights ``conv1.W``. It is a
-    plain ``nn.Parameter`` in every other respect: operations on it return
-    ordinary tensors, and ``nn.Module``, ``torch.optim`` and ``torch.compile``
-    treat it as any parameter. (Recent PyTorch releases reserve a read-only
-    ``Tensor.name``, hence the subclass.)
+    As in the original Lasagne, a layer named ``conv1`` names its weights
+    ``conv1.W`` (the parameter's ``name`` attribute). PyTorch releases up to
+    2.12 let any tensor carry a ``name`` attribute, and there parameters are
+    plain ``nn.Parameter`` objects. Later releases reserve a read-only
+    ``Tensor.name``; there (and only there) new parameters are of this
+    subclass, which ``torch.compile`` of those releases traces like
+    any parameter. Operations on it return ordinary tensors.
     """
 
     @property
@@ -177,6 +178,19 @@ def compute_norms(array, norm_axes=None):
     return np.sqrt(np.sum(array ** 2, axis=norm_axes))
 
 
+def _tensor_name_is_writable():
+    try:
+        torch.nn.Parameter(torch.empty(0)).name = "probe"
+    except AttributeError:
+        return False
+    return True
+
+
+# plain parameters wherever they can carry a name: older torch.compile
+# releases refuse to trace parameter subclasses
+_PARAMETER_CLASS = torch.nn.Parameter if _tensor_name_is_writable() else NamedParameter
+
+
 def _param_label(name):
     return "parameter {!r}".format(name) if name is not None else "parameter"
 
@@ -205,8 +219,9 @@ def create_param(spec, shape, name=None):
     Returns
     -------
     torch.nn.Parameter
-        The given parameter itself, or a new :class:`NamedParameter` (named
-        ``name``) on PyTorch's default device, in the default float dtype
+        The given parameter itself, or a new parameter named ``name`` (a
+        :class:`NamedParameter` on PyTorch releases that reserve
+        ``Tensor.name``) on PyTorch's default device, in the default float dtype
         where created from an array or initializer.
 
     Raises
@@ -234,7 +249,7 @@ def create_param(spec, shape, name=None):
         if spec.grad_fn is not None:
             raise TypeError("{} was given a tensor computed from other tensors; pass a "
                             "torch.nn.Parameter (to share it) or a leaf tensor".format(label))
-        param = NamedParameter(spec, requires_grad=spec.is_floating_point())
+        param = _PARAMETER_CLASS(spec, requires_grad=spec.is_floating_point())
     elif isinstance(spec, np.ndarray):
         if spec.ndim != len(shape):
             raise ValueError("{} array has {} dimensions, should be {} (shape {})".format(
@@ -265,5 +280,5 @@ def create_param(spec, shape, name=None):
 
 def _new_param(arr):
     # torch.tensor copies: a parameter never aliases the caller's array
-    return NamedParameter(torch.tensor(arr, dtype=torch.get_default_dtype(),
-                                       device=torch.get_default_device()))
+    return _PARAMETER_CLASS(torch.tensor(arr, dtype=torch.get_default_dtype(),
+                                         device=torch.get_default_device()))
