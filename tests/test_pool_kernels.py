@@ -345,3 +345,272 @@ def test_spp_ties_interp(rng):
     gx = sk.spp_backward(x, gy, (4, 2, 1), "max", "kaiming")
     gref = ref_spp_grad(x.numpy(), gy.numpy(), (4, 2, 1), "max", "kaiming")
     np.testing.assert_allclose(gx.numpy(), gref, rtol=1e-5, atol=1e-5)
+
+
+# --- the custom ops (CPU reference path; and the kernels through the interpreter) -------------
+
+def pool_cuda():
+    from lasagne.ops import pool_cuda as pc
+    return pc
+
+
+def spp_cuda():
+    from lasagne.ops import spp_cuda as sc
+    return sc
+
+
+@pytest.fixture
+def route_interpreter():
+    """Send CPU tensors through the Triton kernels (interpreter) inside the ops."""
+    pc, sc = pool_cuda(), spp_cuda()
+    old = pc.ROUTE_CPU_THROUGH_INTERPRETER, sc.ROUTE_CPU_THROUGH_INTERPRETER
+    pc.ROUTE_CPU_THROUGH_INTERPRETER = sc.ROUTE_CPU_THROUGH_INTERPRETER = True
+    try:
+        yield
+    finally:
+        pc.ROUTE_CPU_THROUGH_INTERPRETER, sc.ROUTE_CPU_THROUGH_INTERPRETER = old
+
+
+@cpu_interp
+def test_ops_through_interpreter_opcheck(route_interpreter, rng):
+    pc, sc = pool_cuda(), spp_cuda()
+    x = torch.from_numpy(rng.standard_normal((2, 3, 6, 7))).float().requires_grad_()
+    torch.library.opcheck(torch.ops.lasagne.pool.default, (x, [3, 3], [2, 2], [2, 1], "max", True))
+    torch.library.opcheck(torch.ops.lasagne.pool.default,
+                          (x, [2, 3], [2, 2], [0, 0], "average_inc_pad", False))
+    torch.library.opcheck(torch.ops.lasagne.spp.default, (x, [3, 1], "max", "fast"))
+    y = pc.pool(x, (3, 3), (1, 1), (2, 2), "average_exc_pad")
+    y.backward(torch.ones_like(y))
+    gref = ref_pool_grad(x.detach().numpy(), np.ones(y.shape), (3, 3), (1, 1), (2, 2),
+                         "average_exc_pad")
+    assert rel_err(x.grad.numpy(), gref) < 1e-6
+    x.grad = None
+    y = sc.spatial_pyramid_pool(x, (2, 1), "max", "kaiming")
+    y.backward(torch.ones_like(y))
+    gref = ref_spp_grad(x.detach().numpy(), np.ones(y.shape), (2, 1), "max", "kaiming")
+    assert rel_err(x.grad.numpy(), gref) < 1e-6
+
+
+def test_ops_reference_path_cpu(rng):
+    """The ops' CPU path (plain tensor operations) against the loop references,
+    gradcheck, opcheck and torch.compile(fullgraph=True) tracing."""
+    pc, sc = pool_cuda(), spp_cuda()
+    x = torch.from_numpy(rng.standard_normal((2, 3, 7, 6))).requires_grad_()
+    for mode in MODES:
+        for k, s, p, ib in [((3, 3), (2, 2), (2, 1), True), ((3, 2), (2, 3), (0, 0), False)]:
+            y = pc.pool(x, k, s, p, mode, ib)
+            assert rel_err(y.detach().numpy(), ref_pool(x.detach().numpy(), k, s, p, mode, ib)) < 1e-12
+            assert torch.autograd.gradcheck(lambda t: pc.pool(t, k, s, p, mode, ib), (x,))
+        for impl in ("fast", "kaiming"):
+            y = sc.spatial_pyramid_pool(x, (4, 2, 1), mode, impl)
+            assert rel_err(y.detach().numpy(), ref_spp(x.detach().numpy(), (4, 2, 1), mode, impl)) < 1e-12
+            assert torch.autograd.gradcheck(
+                lambda t: sc.spatial_pyramid_pool(t, (4, 2, 1), mode, impl), (x,))
+    xf = x.detach().float().contiguous(memory_format=torch.channels_last).requires_grad_()
+    torch.library.opcheck(torch.ops.lasagne.pool.default, (xf, [3, 3], [2, 2], [2, 2], "max", True))
+    torch.library.opcheck(torch.ops.lasagne.spp.default, (xf, [4, 2, 1], "max", "fast"))
+
+    def f(t):
+        a = pc.pool(t, (3, 3), (2, 2), (1, 1), "max")
+        return a.sum() + sc.spatial_pyramid_pool(t, (2, 1), "average_exc_pad", "fast").sum()
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    g1 = torch.autograd.grad(compiled(xf), xf)[0]
+    g2 = torch.autograd.grad(f(xf), xf)[0]
+    assert torch.equal(g1, g2)
+
+
+def test_pool_op_no_double_backward():
+    pc = pool_cuda()
+    x = torch.randn(1, 1, 4, 4, dtype=torch.float64, requires_grad=True)
+    y = pc.pool(x, (2, 2), (2, 2), (0, 0), "max")
+    (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    with pytest.raises(Exception, match="not differentiable|not supported|does not require"):
+        g.sum().backward()
+
+
+# --- GPU ----------------------------------------------------------------------------------------
+
+GPU_POOL_CASES = POOL_CASES + [
+    ((16, 15), (3, 3), (2, 2), (1, 1)),
+    ((14, 13), (2, 2), (2, 2), (0, 0)),
+    ((11, 12), (3, 3), (1, 1), (1, 1)),
+    ((12, 10), (5, 5), (2, 3), (4, 3)),
+    ((6, 9, 10), (3, 3, 3), (2, 2, 2), (1, 1, 1)),
+    ((6, 9, 10), (2, 2, 2), (1, 2, 1), (1, 0, 1)),
+    ((13,), (4,), (1,), (3,)),
+]
+
+TOL = {torch.float32: 2e-6, torch.bfloat16: 8e-3, torch.float16: 1e-3}
+
+
+def to_np(t):
+    return t.detach().float().cpu().numpy()
+
+
+@gpu
+@pytest.mark.parametrize("case", GPU_POOL_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("cl", [False, True])
+def test_pool_kernels_gpu(case, dtype, cl, rng):
+    pc = pool_cuda()
+    spatial, k, s, p = case
+    for ib in (True, False):
+        if not ib and any(p):
+            continue
+        x = torch.from_numpy(rng.standard_normal((3, 17) + spatial) - 1.0).to("cuda", dtype)
+        x = layout(x, cl)
+        assert pc.supported(x, k, s, p if ib else (0,) * len(k), "max", ib)
+        pp = p if ib else (0,) * len(k)
+        for mode in MODES:
+            xr = x.detach().clone().requires_grad_()
+            y = pc.pool(xr, k, s, pp, mode, ib)
+            assert y.dtype == dtype and pc._is_channels_last(y) == pc._is_channels_last(x)
+            ref = ref_pool(to_np(x), k, s, pp, mode, ib)
+            if mode == "max":
+                np.testing.assert_array_equal(to_np(y), ref)
+            else:
+                assert rel_err(to_np(y), ref) < TOL[dtype]
+            gy = torch.from_numpy(rng.standard_normal(y.shape)).to("cuda", dtype)
+            (gx,) = torch.autograd.grad(y, xr, gy)
+            (gx2,) = torch.autograd.grad(pc.pool(xr, k, s, pp, mode, ib), xr, gy)
+            assert torch.equal(gx, gx2), "backward is not bitwise reproducible"
+            gref = ref_pool_grad(to_np(x), to_np(gy), k, s, pp, mode, ib)
+            assert rel_err(to_np(gx), gref) < TOL[dtype] * 2
+
+
+@gpu
+@pytest.mark.parametrize("shape,k,s,p,mode", [
+    ((64, 64, 112, 112), (3, 3), (2, 2), (1, 1), "max"),
+    ((32, 256, 56, 56), (2, 2), (2, 2), (0, 0), "max"),
+    ((32, 256, 56, 56), (3, 3), (1, 1), (1, 1), "average_exc_pad"),
+    ((32, 256, 56, 56), (3, 3), (1, 1), (1, 1), "max"),
+    ((4, 64, 16, 56, 56), (2, 2, 2), (2, 2, 2), (0, 0, 0), "max"),
+    ((4, 32, 16, 28, 28), (3, 3, 3), (2, 2, 2), (1, 1, 1), "average_inc_pad"),
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("cl", [False, True])
+def test_pool_kernels_vs_portable_gpu(shape, k, s, p, mode, dtype, cl):
+    """Large shapes: the kernels against the portable path (PyTorch's own
+    pooling kernels) on the same device."""
+    P = pytest.importorskip("lasagne.ops.pool")
+    pc = pool_cuda()
+    x = layout(torch.randn(shape, device="cuda", dtype=dtype), cl).requires_grad_()
+    kernels_saved = dict(getattr(P, "_KERNELS", {}))
+    try:
+        if hasattr(P, "register_kernel"):
+            P.register_kernel("cuda", None)
+        y_ref = P.pool(x, k, s, p, mode)
+        gy = torch.randn_like(y_ref)
+        (g_ref,) = torch.autograd.grad(y_ref, x, gy)
+    finally:
+        if hasattr(P, "_KERNELS"):
+            P._KERNELS.update(kernels_saved)
+    y = pc.pool(x, k, s, p, mode)
+    (g,) = torch.autograd.grad(y, x, gy)
+    if mode == "max":
+        assert torch.equal(y, y_ref)
+        assert rel_err(to_np(g), to_np(g_ref)) < 1e-6   # same argmax, no ties in random data
+    else:
+        assert rel_err(to_np(y), to_np(y_ref)) < TOL[dtype]
+        assert rel_err(to_np(g), to_np(g_ref)) < TOL[dtype] * 2
+
+
+@gpu
+def test_pool_kernels_int64_offsets_gpu():
+    """More than 2**31 elements: the 64-bit indexing variant."""
+    pc = pool_cuda()
+    x = torch.empty((1, 2, 32768, 32769), device="cuda", dtype=torch.bfloat16)
+    x.normal_()
+    y = pc.pool(x, (2, 2), (2, 2), (0, 0), "max")
+    tail = x[:, :, -64:, -65:-1].float()   # the inputs of the last 32 x 32 outputs
+    ref = ref_pool(tail.cpu().numpy(), (2, 2), (2, 2), (0, 0), "max")
+    np.testing.assert_array_equal(to_np(y[:, :, -32:, -32:]), ref)
+    del y, x
+    torch.cuda.empty_cache()
+
+
+@gpu
+def test_pool_ops_opcheck_and_compile_gpu():
+    pc = pool_cuda()
+    x = torch.randn(4, 8, 15, 14, device="cuda")
+    for xx in (x, x.contiguous(memory_format=torch.channels_last), x.bfloat16()):
+        for args in [([3, 3], [2, 2], [1, 1], "max", True), ([3, 3], [1, 1], [2, 2], "average_exc_pad", True),
+                     ([2, 3], [2, 2], [0, 0], "average_inc_pad", False)]:
+            torch.library.opcheck(torch.ops.lasagne.pool.default,
+                                  (xx.clone().requires_grad_(),) + args)
+
+    def f(t):
+        return pc.pool(torch.relu(t), (3, 3), (2, 2), (1, 1), "max").square().sum()
+    xr = x.clone().requires_grad_()
+    compiled = torch.compile(f, fullgraph=True)
+    g1 = torch.autograd.grad(compiled(xr), xr)[0]
+    g2 = torch.autograd.grad(f(xr), xr)[0]
+    torch.testing.assert_close(g1, g2)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        assert pc.pool(x, (2, 2), (2, 2), (0, 0), "max").dtype == torch.float32
+
+
+GPU_SPP_CASES = [((64, 512, 13, 13), (4, 2, 1)), ((32, 512, 17, 23), (6, 3, 2, 1)),
+                 ((4, 16, 7, 11), (4, 2, 1)), ((4, 16, 3, 2), (4, 3, 2, 1)),
+                 ((2, 8, 1, 1), (4, 2, 1)), ((2, 8, 40, 33), (8, 4, 2, 1))]
+
+
+@gpu
+@pytest.mark.parametrize("shape,dims", GPU_SPP_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("cl", [False, True])
+@pytest.mark.parametrize("implementation", ["fast", "kaiming"])
+def test_spp_kernels_gpu(shape, dims, dtype, cl, implementation, rng):
+    sc = spp_cuda()
+    x = layout(torch.from_numpy(rng.standard_normal(shape) - 1.0).to("cuda", dtype), cl)
+    assert sc.supported(x, dims, "max", implementation)
+    small = shape[0] * shape[1] <= 256
+    for mode in ("max", "average_exc_pad"):
+        xr = x.detach().clone().requires_grad_()
+        y = sc.spatial_pyramid_pool(xr, dims, mode, implementation)
+        gy = torch.from_numpy(rng.standard_normal(y.shape)).to("cuda", dtype)
+        (gx,) = torch.autograd.grad(y, xr, gy)
+        (gx2,) = torch.autograd.grad(sc.spatial_pyramid_pool(xr, dims, mode, implementation), xr, gy)
+        assert torch.equal(gx, gx2), "backward is not bitwise reproducible"
+        if small:
+            ref = ref_spp(to_np(x), dims, mode, implementation)
+            gref = ref_spp_grad(to_np(x), to_np(gy), dims, mode, implementation)
+        else:  # the ops' reference path in float64 on the GPU
+            x64 = x.double()
+            ref = to_np(sc.reference_spp(x64, dims, mode, implementation))
+            gref = to_np(sc.reference_spp_backward(gy.double(), x64, dims, mode, implementation))
+        if mode == "max":
+            np.testing.assert_array_equal(to_np(y), ref)
+        else:
+            assert rel_err(to_np(y), ref) < TOL[dtype]
+        assert rel_err(to_np(gx), gref) < TOL[dtype] * 2
+
+
+@gpu
+def test_spp_vs_portable_and_compile_gpu():
+    S = pytest.importorskip("lasagne.ops.spp")
+    sc = spp_cuda()
+    x = torch.randn(8, 64, 17, 23, device="cuda")
+    saved = dict(getattr(S, "_KERNELS", {}))
+    try:
+        if hasattr(S, "register_kernel"):
+            S.register_kernel("cuda", None)
+        for mode in ("max", "average_inc_pad"):
+            for impl in ("fast", "kaiming"):
+                ref = S.spatial_pyramid_pool(x, (6, 3, 2, 1), mode, impl)
+                out = sc.spatial_pyramid_pool(x, (6, 3, 2, 1), mode, impl)
+                torch.testing.assert_close(out, ref, rtol=2e-6, atol=2e-6)
+    finally:
+        if hasattr(S, "_KERNELS"):
+            S._KERNELS.update(saved)
+    for xx in (x, x.contiguous(memory_format=torch.channels_last), x.bfloat16()):
+        for mode in ("max", "average_exc_pad"):
+            torch.library.opcheck(torch.ops.lasagne.spp.default,
+                                  (xx.clone().requires_grad_(), [4, 2, 1], mode, "fast"))
+
+    def f(t):
+        return sc.spatial_pyramid_pool(torch.relu(t), (4, 2, 1), "max", "fast").square().sum()
+    xr = x.clone().requires_grad_()
+    g1 = torch.autograd.grad(torch.compile(f, fullgraph=True)(xr), xr)[0]
+    g2 = torch.autograd.grad(f(xr), xr)[0]
+    torch.testing.assert_close(g1, g2)

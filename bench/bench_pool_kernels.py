@@ -1,0 +1,343 @@
+"""Benchmark: our Triton pooling / SPP kernels against plain PyTorch, on one GPU.
+
+    python bench/bench_pool_kernels.py                 # everything (precompiles in parallel)
+    python bench/bench_pool_kernels.py --only spp      # cases whose name contains 'spp'
+    python bench/bench_pool_kernels.py --sweep         # also try tile configurations
+
+For every case, dtype (float32, bfloat16) and layout (NCHW, channels-last):
+time (CUDA events, median, L2 flushed before each repeat; bench/common.py) of
+
+* ours: the ``lasagne::pool`` / ``lasagne::spp`` ops forward, the backward op
+  alone, and forward+backward through autograd (``torch.autograd.grad``);
+* torch: ``F.max_pool*d`` / ``F.avg_pool*d`` (where PyTorch accepts the pad;
+  otherwise the portable path of :mod:`lasagne.ops.pool`), and for SPP
+  adaptive pools + cat;
+
+the bytes-moved floor (forward: read x + write y; backward: read x (max only)
++ grad_out, write grad_x), achieved bandwidth as a fraction of the
+device-to-device copy bandwidth measured in the same run, and torch time /
+our time. Results print as a table and go to
+``bench/results/pool_kernels-<gpu>-<date>.json``.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from bench.common import copy_bandwidth, tensor_bytes, time_cuda  # noqa: E402
+from lasagne.ops import pool_cuda, spp_cuda  # noqa: E402
+
+POOL_CASES = [
+    # name, shape, pool, stride, pad, mode
+    ("max3s2p1", (64, 64, 112, 112), (3, 3), (2, 2), (1, 1), "max"),
+    ("max3s2p1", (128, 256, 56, 56), (3, 3), (2, 2), (1, 1), "max"),
+    ("max2s2", (64, 64, 112, 112), (2, 2), (2, 2), (0, 0), "max"),
+    ("max2s2", (128, 256, 56, 56), (2, 2), (2, 2), (0, 0), "max"),
+    ("avgexc3s1p1", (128, 256, 56, 56), (3, 3), (1, 1), (1, 1), "average_exc_pad"),
+    ("max3s1p1", (128, 256, 28, 28), (3, 3), (1, 1), (1, 1), "max"),
+    ("max3s2p2", (64, 64, 112, 112), (3, 3), (2, 2), (2, 2), "max"),
+    ("max2x2x2", (16, 64, 16, 112, 112), (2, 2, 2), (2, 2, 2), (0, 0, 0), "max"),
+]
+
+SPP_CASES = [
+    ("spp421", (64, 512, 13, 13), (4, 2, 1)),
+    ("spp6321", (64, 512, 13, 13), (6, 3, 2, 1)),
+    ("spp421", (32, 512, 17, 23), (4, 2, 1)),
+    ("spp6321", (32, 512, 17, 23), (6, 3, 2, 1)),
+]
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+LAYOUTS = ("nchw", "cl")
+
+
+def make_input(shape, dtype, layout, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(shape, device="cuda", dtype=torch.float32, generator=g).to(dtype)
+    if layout == "cl":
+        x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4
+                         else torch.channels_last_3d)
+    return x
+
+
+def torch_pool(x, k, s, p, mode):
+    """Plain PyTorch pooling, or None where PyTorch refuses the pad."""
+    if any(2 * pp > kk for pp, kk in zip(p, k)):
+        return None
+    nd = len(k)
+    if mode == "max":
+        fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[nd]
+        return lambda t: fn(t, k, s, p)
+    fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[nd]
+    return lambda t: fn(t, k, s, p, count_include_pad=(mode == "average_inc_pad"))
+
+
+def portable_pool(k, s, p, mode):
+    """lasagne.ops.pool's portable path with our kernel hook removed."""
+    try:
+        from lasagne.ops import pool as P
+    except ImportError:
+        return None
+
+    def run(t):
+        saved = dict(getattr(P, "_KERNELS", {}))
+        try:
+            if hasattr(P, "register_kernel"):
+                P.register_kernel("cuda", None)
+            return P.pool(t, k, s, p, mode)
+        finally:
+            if hasattr(P, "_KERNELS"):
+                P._KERNELS.update(saved)
+    return run
+
+
+def torch_spp(dims, mode):
+    fn = F.adaptive_max_pool2d if mode == "max" else F.adaptive_avg_pool2d
+    return lambda t: torch.cat([fn(t, n).flatten(2) for n in dims], 2)
+
+
+def fwd_bwd(fn, x, gy):
+    xr = x.detach().requires_grad_()
+
+    def run():
+        y = fn(xr)
+        return torch.autograd.grad(y, xr, gy)[0]
+    return run
+
+
+def gbps(nbytes, ms):
+    return nbytes / (ms * 1e-3) / 1e9
+
+
+def bench_pool(case, dtype_name, layout, copy_bw, rows, repeat):
+    name, shape, k, s, p, mode = case
+    dtype = DTYPES[dtype_name]
+    x = make_input(shape, dtype, layout)
+    ours = lambda t: pool_cuda.pool(t, k, s, p, mode)  # noqa: E731
+    y = ours(x)
+    gy = torch.randn_like(y)
+    bwd = lambda: torch.ops.lasagne.pool_backward(gy, x, list(k), list(s), list(p), mode, True)  # noqa
+    base = torch_pool(x, k, s, p, mode)
+    base_name = "torch"
+    if base is None:
+        base, base_name = portable_pool(k, s, p, mode), "portable"
+    # correctness against the baseline
+    check = "-"
+    if base is not None:
+        yb = base(x)
+        if mode == "max":
+            check = "ok" if torch.equal(y, yb) else "MISMATCH"
+        else:
+            err = ((y.float() - yb.float()).norm() / yb.float().norm()).item()
+            check = "ok" if err < (1e-2 if dtype != torch.float32 else 1e-5) else "MISMATCH %.2e" % err
+    fb = tensor_bytes(x, y)
+    bb = tensor_bytes(gy, x) + (tensor_bytes(x) if mode == "max" else 0)
+    entries = [("fwd", lambda: ours(x), base and (lambda: base(x)), fb),
+               ("bwd", bwd, None, bb),
+               ("fwd+bwd", fwd_bwd(ours, x, gy), base and fwd_bwd(base, x, gy), fb + bb)]
+    for what, fn, bfn, nbytes in entries:
+        t = time_cuda(fn, repeat=repeat)["median_ms"]
+        tb = time_cuda(bfn, repeat=repeat)["median_ms"] if bfn is not None else None
+        rows.append(dict(
+            case=name, shape=list(shape), pool=list(k), stride=list(s), pad=list(p), mode=mode,
+            dtype=dtype_name, layout=layout, what=what, ms=t, floor_ms=nbytes / copy_bw * 1e3,
+            frac_copy_bw=gbps(nbytes, t) * 1e9 / copy_bw,
+            baseline=base_name if bfn is not None else None, baseline_ms=tb,
+            baseline_frac=(gbps(nbytes, tb) * 1e9 / copy_bw) if tb else None,
+            speedup=(tb / t) if tb else None, check=check))
+        print_row(rows[-1])
+
+
+def bench_spp(case, dtype_name, layout, copy_bw, rows, repeat):
+    name, shape, dims = case
+    dtype = DTYPES[dtype_name]
+    x = make_input(shape, dtype, layout)
+    for mode in ("max", "average_exc_pad"):
+        ours = lambda t: spp_cuda.spatial_pyramid_pool(t, dims, mode, "kaiming")  # noqa: E731
+        base = torch_spp(dims, mode)
+        y = ours(x)
+        yb = base(x)
+        err = ((y.float() - yb.float()).norm() / yb.float().norm()).item()
+        check = "ok" if err < (1e-2 if dtype != torch.float32 else 1e-5) else "MISMATCH %.2e" % err
+        gy = torch.randn_like(y)
+        bwd = lambda: torch.ops.lasagne.spp_backward(gy, x, list(dims), mode, "kaiming")  # noqa
+        fb = tensor_bytes(x, y)
+        bb = tensor_bytes(gy, x) + (tensor_bytes(x) if mode == "max" else 0)
+        for what, fn, bfn, nbytes in [("fwd", lambda: ours(x), lambda: base(x), fb),
+                                      ("bwd", bwd, None, bb),
+                                      ("fwd+bwd", fwd_bwd(ours, x, gy), fwd_bwd(base, x, gy),
+                                       fb + bb)]:
+            t = time_cuda(fn, repeat=repeat)["median_ms"]
+            tb = time_cuda(bfn, repeat=repeat)["median_ms"] if bfn is not None else None
+            rows.append(dict(
+                case=name + ("-max" if mode == "max" else "-mean"), shape=list(shape),
+                dims=list(dims), mode=mode, dtype=dtype_name, layout=layout, what=what, ms=t,
+                floor_ms=nbytes / copy_bw * 1e3, frac_copy_bw=gbps(nbytes, t) * 1e9 / copy_bw,
+                baseline="adaptive+cat" if tb else None, baseline_ms=tb,
+                baseline_frac=(gbps(nbytes, tb) * 1e9 / copy_bw) if tb else None,
+                speedup=(tb / t) if tb else None, check=check,
+                read_once_ms=tensor_bytes(x) / copy_bw * 1e3))
+            print_row(rows[-1])
+
+
+HEADER = "{:<16} {:<20} {:<5} {:<5} {:<8} {:>9} {:>7} {:>9} {:>9} {:>8} {:>8}  {}".format(
+    "case", "shape", "dtype", "lay", "what", "ours ms", "floor", "of copy", "base ms", "base bw",
+    "speedup", "check")
+
+
+def print_row(r):
+    print("{:<16} {:<20} {:<5} {:<5} {:<8} {:>9.4f} {:>6.2f}x {:>8.1%} {:>9} {:>8} {:>8}  {}".format(
+        r["case"], "x".join(map(str, r["shape"])), r["dtype"], r["layout"], r["what"], r["ms"],
+        r["ms"] / r["floor_ms"], r["frac_copy_bw"],
+        "%.4f" % r["baseline_ms"] if r["baseline_ms"] else "-",
+        "%.1f%%" % (100 * r["baseline_frac"]) if r["baseline_frac"] else "-",
+        "%.2fx" % r["speedup"] if r["speedup"] else "-", r["check"]), flush=True)
+
+
+# --- parallel precompilation (fills Triton's cache before timing) ---------------------------
+
+def _precompile_worker(job):
+    kind, case, dtype_name, layout, override = job
+    try:
+        from lasagne.ops.triton import pool_kernels, spp_kernels
+        pool_kernels.CONFIG_OVERRIDE.update(override.get("pool", {}))
+        spp_kernels.CONFIG_OVERRIDE.update(override.get("spp", {}))
+        if kind == "pool":
+            name, shape, k, s, p, mode = case
+            x = make_input(shape, DTYPES[dtype_name], layout)
+            y = pool_cuda.pool(x, k, s, p, mode)
+            torch.ops.lasagne.pool_backward(y, x, list(k), list(s), list(p), mode, True)
+        else:
+            name, shape, dims = case
+            x = make_input(shape, DTYPES[dtype_name], layout)
+            for mode in ("max", "average_exc_pad"):
+                y = spp_cuda.spatial_pyramid_pool(x, dims, mode, "kaiming")
+                torch.ops.lasagne.spp_backward(y, x, list(dims), mode, "kaiming")
+        torch.cuda.synchronize()
+        return None
+    except Exception as e:  # reported, the timing run will show it again
+        return "{} {} {} {}: {!r}".format(kind, case[0], dtype_name, layout, e)
+
+
+def precompile(jobs, workers):
+    import multiprocessing as mp
+    t0 = time.time()
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        for err in pool.imap_unordered(_precompile_worker, jobs):
+            if err:
+                print("precompile:", err, flush=True)
+    print("precompiled {} jobs in {:.0f}s".format(len(jobs), time.time() - t0), flush=True)
+
+
+SWEEP_POOL = [
+    {}, {"fwd_elems": 1024}, {"fwd_elems": 4096, "fwd_warps": 8}, {"max_block_b": 64},
+    {"bwd_regs": 64}, {"bwd_regs": 256}, {"bwd_warps": 8, "bwd_regs": 256},
+]
+SWEEP_SPP = [
+    {}, {"block_p": 16}, {"block_p": 64}, {"warps": 2, "bwd_warps": 2}, {"wmax": 16},
+    {"bwd_block_p": 16}, {"bwd_block_p": 64, "bwd_warps": 8},
+]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="", help="run cases whose name contains this")
+    ap.add_argument("--dtypes", default="fp32,bf16")
+    ap.add_argument("--layouts", default="nchw,cl")
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--sweep", action="store_true", help="also time tile configurations")
+    ap.add_argument("--workers", type=int, default=12)
+    ap.add_argument("--no-precompile", action="store_true")
+    args = ap.parse_args()
+    dtypes = [d for d in args.dtypes.split(",") if d]
+    layouts = [lay for lay in args.layouts.split(",") if lay]
+    pool_cases = [c for c in POOL_CASES if args.only in c[0]]
+    spp_cases = [c for c in SPP_CASES if args.only in c[0]]
+
+    from lasagne.ops.triton import pool_kernels, spp_kernels
+    sweeps = [({"pool": o}) for o in SWEEP_POOL[1:]] + [({"spp": o}) for o in SWEEP_SPP[1:]] \
+        if args.sweep else []
+    if not args.no_precompile:
+        jobs = [("pool", c, d, lay, {}) for c in pool_cases for d in dtypes for lay in layouts]
+        jobs += [("spp", c, d, lay, {}) for c in spp_cases for d in dtypes for lay in layouts]
+        for o in sweeps:
+            if "pool" in o:
+                jobs += [("pool", c, d, lay, o) for c in pool_cases[:6] for d in dtypes
+                         for lay in layouts]
+            else:
+                jobs += [("spp", c, d, lay, o) for c in spp_cases for d in dtypes
+                         for lay in layouts]
+        precompile(jobs, args.workers)
+
+    copy_bw, _ = copy_bandwidth()
+    gpu = torch.cuda.get_device_name()
+    print("{}; device-to-device copy {:.0f} GB/s; torch {}".format(gpu, copy_bw / 1e9,
+                                                                   torch.__version__))
+    print(HEADER)
+    rows = []
+    for c in pool_cases:
+        for d in dtypes:
+            for lay in layouts:
+                bench_pool(c, d, lay, copy_bw, rows, args.repeat)
+    for c in spp_cases:
+        for d in dtypes:
+            for lay in layouts:
+                bench_spp(c, d, lay, copy_bw, rows, args.repeat)
+
+    sweep_rows = []
+    for o in sweeps:
+        print("\n-- config", o)
+        pool_kernels.CONFIG_OVERRIDE.clear()
+        spp_kernels.CONFIG_OVERRIDE.clear()
+        if "pool" in o:
+            pool_kernels.CONFIG_OVERRIDE.update(o["pool"])
+            for c in pool_cases[:6]:
+                for d in dtypes:
+                    for lay in layouts:
+                        r0 = len(sweep_rows)
+                        bench_pool(c, d, lay, copy_bw, sweep_rows, args.repeat)
+                        for r in sweep_rows[r0:]:
+                            r["config"] = o
+        else:
+            spp_kernels.CONFIG_OVERRIDE.update(o["spp"])
+            for c in spp_cases:
+                for d in dtypes:
+                    for lay in layouts:
+                        r0 = len(sweep_rows)
+                        bench_spp(c, d, lay, copy_bw, sweep_rows, args.repeat)
+                        for r in sweep_rows[r0:]:
+                            r["config"] = o
+    pool_kernels.CONFIG_OVERRIDE.clear()
+    spp_kernels.CONFIG_OVERRIDE.clear()
+
+    print("\nSummary (ours, time over the bytes-moved floor; torch time / ours):")
+    print(HEADER)
+    for r in rows:
+        print_row(r)
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(ROOT, "bench", "results", "pool_kernels-{}-{}.json".format(
+        gpu.replace(" ", "_"), stamp))
+    with open(path, "w") as f:
+        json.dump(dict(gpu=gpu, torch=torch.__version__, copy_bytes_per_s=copy_bw,
+                       rows=rows, sweep=sweep_rows), f, indent=1)
+    out = os.environ.get("OUT")
+    if out:
+        with open(os.path.join(out, os.path.basename(path)), "w") as f:
+            json.dump(dict(gpu=gpu, torch=torch.__version__, copy_bytes_per_s=copy_bw,
+                           rows=rows, sweep=sweep_rows), f, indent=1)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
