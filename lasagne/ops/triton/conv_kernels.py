@@ -110,6 +110,9 @@ class Config(tuple):
     warps = property(lambda self: self[3])
     stages = property(lambda self: self[4])
 
+    def __getnewargs__(self):  # pickling (the benchmark compiles in worker processes)
+        return tuple(self)
+
     def __repr__(self):
         return "Config({}x{}x{}, w{}, s{})".format(*self)
 
@@ -124,9 +127,17 @@ def _clamp_block(b, n, lo=16):
     return max(lo, min(b, _p2(n)))
 
 
-def default_config(kind, dtype, cg, kg, positions):
+TUNED = {}
+"""Measured best block sizes: ``(kind, dtype name, 'cl' or 'planar', C/G, K/G)``
+-> ``(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)``, from
+``bench/bench_conv_gemm.py`` on an H100. Problems not listed use the rule in
+:func:`default_config`."""
+
+
+def default_config(kind, dtype, cg, kg, positions, channels_last=True):
     """The block sizes used when none are given: a fixed function of the
-    problem, so results are reproducible from run to run.
+    problem (never timing-dependent), so results are reproducible from run
+    to run.
 
     Parameters
     ----------
@@ -136,6 +147,8 @@ def default_config(kind, dtype, cg, kg, positions):
         Input and output channels per group.
     positions : int
         Output positions ``N*OD*OH*OW``.
+    channels_last : bool
+        Whether the kernel runs its channels-last tiling (else planar).
     """
     wide = dtype == torch.float32
     if interpreting():
@@ -145,19 +158,21 @@ def default_config(kind, dtype, cg, kg, positions):
         if kind == "dgrad":
             return Config(32, _clamp_block(16, cg), _clamp_block(16, kg), 4, 1)
         return Config(_clamp_block(16, kg), _clamp_block(16, cg), 32, 4, 1)
+    key = (kind, str(dtype).replace("torch.", ""), "cl" if channels_last else "planar",
+           int(cg), int(kg))
+    if key in TUNED:
+        return Config(*TUNED[key])
     bk = 32 if wide else 64
+    stages = 3 if wide else 4
     if kind == "fwd":
         bn = _clamp_block(128, kg)
-        bm = 128
-        return Config(bm, bn, _clamp_block(bk, cg), 8 if bn >= 128 else 4,
-                      3 if wide else 4)
+        return Config(128, bn, _clamp_block(bk, cg), 8 if bn >= 128 else 4, stages)
     if kind == "dgrad":
         bn = _clamp_block(128, cg)
-        return Config(128, bn, _clamp_block(bk, kg), 8 if bn >= 128 else 4,
-                      3 if wide else 4)
+        return Config(128, bn, _clamp_block(bk, kg), 8 if bn >= 128 else 4, stages)
     bm = _clamp_block(128, kg)
     bn = _clamp_block(128, cg)
-    return Config(bm, bn, bk, 8 if bm * bn >= 128 * 128 else 4, 3 if wide else 4)
+    return Config(bm, bn, bk, 8 if bm * bn >= 128 * 128 else 4, stages)
 
 
 def candidate_configs(kind, dtype, cg, kg, full=False):
@@ -600,8 +615,9 @@ def conv_forward(x, w, stride, padding, groups=1, out=None, config=None, precisi
     Kg = K // groups
     wk = _weights_with_unit_stride(w5, 1)
     M = N * OD * OH * OW
-    cfg = Config(*(config or default_config("fwd", x.dtype, Cg, Kg, M)))
-    tile_w = 0 if x5.stride(1) == 1 else _tile_w(OW, cfg.bm)
+    cl = x5.stride(1) == 1
+    cfg = Config(*(config or default_config("fwd", x.dtype, Cg, Kg, M, cl)))
+    tile_w = 0 if cl else _tile_w(OW, cfg.bm)
     if tile_w:
         m_tiles = N * OD * -(-OH // (cfg.bm // tile_w)) * -(-OW // tile_w)
     else:
@@ -639,8 +655,9 @@ def conv_dgrad(dy, w, x_shape, stride, padding, groups=1, channels_last=False, o
     wk = _weights_with_unit_stride(w5, 0)
     Dq, Hq, Wq = -(-D // st[0]), -(-H // st[1]), -(-W // st[2])
     Mq = N * Dq * Hq * Wq
-    cfg = Config(*(config or default_config("dgrad", dy.dtype, Cg, Kg, N * OD * OH * OW)))
-    tile_w = 0 if g5.stride(1) == 1 else _tile_w(Wq, cfg.bm)
+    cl = g5.stride(1) == 1
+    cfg = Config(*(config or default_config("dgrad", dy.dtype, Cg, Kg, N * OD * OH * OW, cl)))
+    tile_w = 0 if cl else _tile_w(Wq, cfg.bm)
     if tile_w:
         m_tiles = N * Dq * -(-Hq // (cfg.bm // tile_w)) * -(-Wq // tile_w)
     else:
@@ -714,8 +731,9 @@ def conv_wgrad(x, dy, w_shape, stride, padding, groups=1, out=None, config=None,
     st, pd, (OD, OH, OW) = _geometry(x5.shape, dw5.shape, stride, padding)
     Kg = K // groups
     P = N * OD * OH * OW
-    cfg = Config(*(config or default_config("wgrad", x.dtype, Cg, Kg, P)))
-    tile_w = 0 if g5.stride(1) == 1 else _tile_w(OW, cfg.bk)
+    cl = g5.stride(1) == 1
+    cfg = Config(*(config or default_config("wgrad", x.dtype, Cg, Kg, P, cl)))
+    tile_w = 0 if cl else _tile_w(OW, cfg.bk)
     if tile_w:
         n_ptiles = N * OD * -(-OH // (cfg.bk // tile_w)) * -(-OW // tile_w)
     else:
