@@ -678,28 +678,41 @@ def _sm_count(index):
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-WGRAD_PROGRAMS_PER_SM = 2
-"""Target grid size of the weight-gradient kernel, in programs per SM."""
-
 WGRAD_MIN_TILES_PER_SPLIT = 8
 """Each split of the reduction covers at least this many position tiles."""
 
 
-def wgrad_split(tiles, n_ptiles, ws_bytes_per_split, cap_bytes, device):
-    """How many ranges the weight gradient's reduction is split into: enough
-    programs to fill the GPU (``WGRAD_PROGRAMS_PER_SM`` per SM), each range
-    at least ``WGRAD_MIN_TILES_PER_SPLIT`` position tiles long, and the
-    float32 workspace ``split * ws_bytes_per_split`` at most ``cap_bytes``
-    (split 1 needs no workspace)."""
+def programs_per_sm(cfg, itemsize):
+    """Rough count of ``cfg``'s programs one Hopper SM holds at once: the
+    least of what shared memory (the operand pipeline), registers (the
+    float32 accumulator plus about 64 per thread) and warps allow."""
+    smem = cfg.stages * (cfg.bm + cfg.bn) * cfg.bk * itemsize
+    threads = 32 * cfg.warps
+    regs = (cfg.bm * cfg.bn // threads + 64) * threads
+    return max(1, min(228 * 1024 // max(1, smem), 65536 // regs, 64 // cfg.warps))
+
+
+def wgrad_split(tiles, n_ptiles, ws_bytes_per_split, cap_bytes, device, slots_per_sm=1):
+    """How many ranges the weight gradient's reduction is split into.
+
+    The kernel runs ``tiles * split`` programs of ``1/split`` of the work
+    each on ``SMs * slots_per_sm`` slots, so its time goes as
+    ``ceil(tiles * split / slots) / split``: the smallest ``split`` within
+    5% of the best such time is taken, with each range at least
+    ``WGRAD_MIN_TILES_PER_SPLIT`` position tiles long and the float32
+    workspace ``split * ws_bytes_per_split`` at most ``cap_bytes`` (split 1
+    needs no workspace)."""
     if device.type == "cuda" and not interpreting():
-        target = WGRAD_PROGRAMS_PER_SM * _sm_count(device.index if device.index is not None
-                                                   else torch.cuda.current_device())
+        slots = slots_per_sm * _sm_count(device.index if device.index is not None
+                                         else torch.cuda.current_device())
     else:
-        target = 4
-    split = max(1, -(-target // max(1, tiles)))
-    split = min(split, max(1, n_ptiles // WGRAD_MIN_TILES_PER_SPLIT))
-    split = min(split, max(1, cap_bytes // max(1, ws_bytes_per_split)))
-    return max(1, split)
+        slots = 4
+    tiles = max(1, tiles)
+    s_max = min(max(1, n_ptiles // WGRAD_MIN_TILES_PER_SPLIT),
+                max(1, cap_bytes // max(1, ws_bytes_per_split)))
+    cost = [-(-tiles * s // slots) / s for s in range(1, s_max + 1)]
+    best = min(cost)
+    return next(s for s, c in enumerate(cost, 1) if c <= 1.05 * best)
 
 
 def wgrad_workspace_cap(x, dy):
@@ -742,7 +755,8 @@ def conv_wgrad(x, dy, w_shape, stride, padding, groups=1, out=None, config=None,
     tiles = -(-Kg // cfg.bm) * -(-Cg // cfg.bn) * taps
     if split is None:
         split = wgrad_split(tiles * groups, n_ptiles, K * Cg * taps * 4,
-                            wgrad_workspace_cap(x, dy), x.device)
+                            wgrad_workspace_cap(x, dy), x.device,
+                            programs_per_sm(cfg, x.element_size()))
     split = max(1, min(int(split), n_ptiles))
     per = -(-n_ptiles // split)
     split = -(-n_ptiles // per)
