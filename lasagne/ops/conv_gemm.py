@@ -299,6 +299,18 @@ def conv_gemm(input, W, stride, pads, num_groups=1, workspace_bytes=None):
     torch.Tensor
         ``(batch, num_filters, *out)``, channels-last when the input is.
     """
+    # --- implicit-GEMM Triton kernels on CUDA (lasagne/ops/conv_gemm_cuda.py) -------------
+    # No column matrix at all; extra memory is a weight-gradient workspace of at most
+    # max(4 MiB, largest operand / 8), whatever workspace_bytes says. 1D runs as 2D.
+    if input.is_cuda and input.ndim in (3, 4, 5):
+        from . import conv_gemm_cuda  # lazy: Triton is only imported on CUDA machines
+        one_d = input.ndim == 3
+        x_, W_ = (input.unsqueeze(2), W.unsqueeze(2)) if one_d else (input, W)
+        st_, pd_ = ((1,) + tuple(stride), (0,) + tuple(pads)) if one_d else (stride, pads)
+        if conv_gemm_cuda.supported(x_, W_, st_, pd_, num_groups):
+            out = conv_gemm_cuda.conv_igemm(x_, W_, st_, pd_, num_groups)
+            return out.squeeze(2) if one_d else out
+    # --- end of the implicit-GEMM dispatch ------------------------------------------------
     if workspace_bytes is None:
         workspace_bytes = DEFAULT_WORKSPACE_BYTES
     return _GemmConv.apply(input, W, tuple(stride), tuple(pads), int(num_groups),

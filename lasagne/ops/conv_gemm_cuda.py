@@ -28,6 +28,7 @@ call. The ops run on CUDA tensors, or on CPU tensors under Triton's
 interpreter (``TRITON_INTERPRET=1``, for tests).
 """
 
+import importlib.util
 import os
 
 import torch
@@ -37,9 +38,9 @@ __all__ = ["conv_igemm", "supported", "unsupported_reason"]
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
-
-def _interpreting():
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+# decided once, at import (plain constants keep the checks traceable by torch.compile)
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 def _kernels():
@@ -50,7 +51,9 @@ def _kernels():
 def unsupported_reason(x, w, stride=None, padding=None, groups=1):
     """Why the implicit-GEMM kernels cannot compute this convolution, or
     None if they can."""
-    if not (x.is_cuda or (x.device.type == "cpu" and _interpreting())):
+    if not _HAS_TRITON:
+        return "Triton is not installed"
+    if not (x.is_cuda or (x.device.type == "cpu" and _INTERPRET)):
         return "the input is on {}; the implicit-GEMM kernels run on CUDA".format(x.device)
     if w.device != x.device:
         return "input and weights are on different devices"
@@ -65,10 +68,6 @@ def unsupported_reason(x, w, stride=None, padding=None, groups=1):
         return "padding {}".format(padding)
     if groups < 1 or x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
         return "channels do not match groups"
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return "Triton is not installed"
     return None
 
 
