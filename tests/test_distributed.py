@@ -383,3 +383,53 @@ def test_sync_op_gradcheck_one_process(float64):
     xp = torch.randn(6, 4, 3, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda x: batch_norm_train_sync(x, None, None, 0, 1e-3)[0], (xp,))
+
+
+# -- the example, on two processes and on one ----------------------------------------------------
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "train_ddp.py")
+EXAMPLE_ARGS = ["--data", "digits", "--steps", "6", "--batch-size", "32", "--float64",
+                "--log-every", "2", "--sync-bn", "--device", "cpu", "--quiet"]
+
+
+def _load_example():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_ddp_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _example_worker(rank, world, port, tmpdir):
+    torch.set_num_threads(1)
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                       "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)})
+    _load_example().main(EXAMPLE_ARGS + ["--json", os.path.join(tmpdir, "two.json"),
+                                         "--checkpoint", os.path.join(tmpdir, "ckpt.pt")])
+
+
+def test_example_two_processes_match_one(tmp_path):
+    pytest.importorskip("sklearn", reason="the digits data come from scikit-learn")
+    import json
+    import socket
+    import torch.multiprocessing as mp
+
+    example = _load_example()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    mp.start_processes(_example_worker, args=(WORLD, port, str(tmp_path)), nprocs=WORLD,
+                       join=True, start_method=method)
+    two = json.loads((tmp_path / "two.json").read_text())
+    one = example.main(EXAMPLE_ARGS)
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert two["history"]["step"] == one["history"]["step"] == [1, 2, 4, 6]
+    np.testing.assert_allclose(two["history"]["loss"], one["history"]["loss"], rtol=1e-10)
+    assert one["history"]["loss"][-1] < one["history"]["loss"][0]
+    np.testing.assert_allclose(two["test_loss"], one["test_loss"], rtol=1e-10)
+    assert two["max_divergence"] == 0.0 and two["checkpoint_verified"]
+    assert set(torch.load(tmp_path / "ckpt.pt")["state_dict"]) == \
+        set(example.build_network("digits", 0, "cpu").state_dict())
