@@ -153,8 +153,36 @@ def _worker(rank, world, tmpdir):
         net.eval()
         with torch.no_grad():
             eval_output = net(X_test)
+        # a full checkpoint loads into a freshly sharded network
+        fresh = build(SEED + 5)
+        distributed.fully_shard(fresh, mesh=init_device_mesh("cpu", (world,)))
+        distributed.load_full_state_dict(fresh, state)
+        fresh.eval()
+        with torch.no_grad():
+            reloaded_output = fresh(X_test)
         out["fsdp"] = {"losses": losses, "state": state, "sharded": sharded, "bound": bound,
-                       "eval_output": eval_output}
+                       "eval_output": eval_output, "reloaded_output": reloaded_output}
+
+        # FSDP2 mixed precision: float32 compute for a float64 network (the
+        # layers must see the float32 unsharded parameters)
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+        net = build(SEED)
+        distributed.convert_sync_batchnorm(net)
+        distributed.fully_shard(net, mesh=init_device_mesh("cpu", (world,)),
+                                mp_policy=MixedPrecisionPolicy(param_dtype=torch.float32))
+        opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
+        losses = []
+        for step in range(STEPS):
+            prob = net(X[step, part])
+            loss = xent(prob.double(), y[step, part])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total = loss.detach().clone()
+            dist.all_reduce(total)
+            losses.append(total.item() / world)
+        out["fsdp_mp"] = {"losses": losses, "output_dtype": str(prob.dtype),
+                          "param_dtype": str(next(net.parameters()).dtype)}
 
         # the op alone, unequal parts: rank 0 holds 11 samples, rank 1 holds 5
         from lasagne.ops.batchnorm_sync import batch_norm_train_sync
@@ -317,6 +345,10 @@ def test_fsdp2_matches_one_process(job, float64):
         for k, v in ref.state_dict().items():
             assert close(rec["state"][k], v), k
         assert close(rec["eval_output"], ref_out)
+        assert torch.equal(rec["reloaded_output"], rec["eval_output"])
+        mp = r["fsdp_mp"]
+        assert mp["output_dtype"] == "torch.float32" and mp["param_dtype"] == "torch.float64"
+        np.testing.assert_allclose(mp["losses"], ref_losses, rtol=1e-4)
 
 
 def test_sync_op_unequal_parts(job, float64):
