@@ -24,9 +24,7 @@ this module adds:
   full (unsharded) CPU tensors under the Network's own keys, from a plain,
   DDP-wrapped or sharded network, and back.
 
-How the batch-norm statistics stay consistent
----------------------------------------------
-Lasagne's moving averages are parameters tagged ``trainable=False`` (the
+**How the batch-norm statistics stay consistent.** Lasagne's moving averages are parameters tagged ``trainable=False`` (the
 Network gives them ``requires_grad=False``), updated in place during the
 forward pass. DDP broadcasts every parameter (these included) from rank 0
 when it is constructed, so all processes start equal; it never
@@ -36,9 +34,11 @@ buffers). Then:
 * with ``sync_stats`` on (:func:`convert_sync_batchnorm`), every process
   normalizes with the same global statistics and applies the same update:
   the averages stay bitwise identical, with no extra step;
-* with per-process statistics (the default, as PyTorch's ``BatchNorm``
-  under DDP), each process averages its own batches' statistics, and the
-  averages differ slightly between processes. Call
+* with per-process statistics (the default), each process normalizes its
+  own part of the batch and averages its own statistics, so the averages
+  differ slightly between processes (PyTorch's ``BatchNorm`` keeps its
+  averages in buffers, which DDP overwrites with rank 0's at every forward
+  pass; parameters are not overwritten). Call
   :func:`sync_batch_norm_stats` (default: the mean over processes) before
   evaluating or saving a checkpoint; a checkpoint saved from rank 0 without
   it holds rank 0's averages.

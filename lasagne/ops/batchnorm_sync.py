@@ -87,8 +87,10 @@ def _local_moments(xs, axes):
 
 
 def _global_moments(xs, axes, group):
-    """Global count N (int), mean and biased variance (``xs``'s dtype) over
-    ``axes`` and over every process of ``group``."""
+    """Global count N, mean and biased variance (``xs``'s dtype) over
+    ``axes`` and over every process of ``group``. N is an int on one
+    process, else a tensor of the statistics' shape (kept on the device:
+    no host synchronization)."""
     count, mean, m2 = _local_moments(xs, axes)
     size = world_size(group)
     if size == 1:
@@ -101,13 +103,10 @@ def _global_moments(xs, axes, group):
     torch.distributed.all_gather(parts, packed.contiguous(), group=group)
     gathered = torch.stack(parts)            # (size, 3, *kept)
     counts, means, m2s = gathered[:, 0], gathered[:, 1], gathered[:, 2]
-    total = counts.sum(dim=0)
-    if bool((total == 0).any()):
-        raise ValueError("batch normalization of an empty global batch")
+    total = counts.sum(dim=0)       # an empty global batch gives NaN, as torch's batch norm
     g_mean = (counts * means).sum(dim=0) / total
     g_m2 = m2s.sum(dim=0) + (counts * (means - g_mean) ** 2).sum(dim=0)
-    n_total = int(round(float(total.reshape(-1)[0])))
-    return n_total, g_mean.to(xs.dtype), (g_m2 / total).to(xs.dtype)
+    return total.to(xs.dtype), g_mean.to(xs.dtype), (g_m2 / total).to(xs.dtype)
 
 
 def _shape(x, axes):
@@ -157,9 +156,9 @@ class _SyncBatchNorm(torch.autograd.Function):
             sums = torch.stack([sum_dy, sum_dy_xhat])
             if world_size(ctx.group) > 1:
                 torch.distributed.all_reduce(sums, group=ctx.group)
-            n = ctx.count
-            dx = (g * inv_std).view(shape) * (dyf - (sums[0] / n).view(shape)
-                                              - xhat * (sums[1] / n).view(shape))
+            means = sums / ctx.count          # ctx.count: an int or a tensor of mean's shape
+            dx = (g * inv_std).view(shape) * (dyf - means[0].view(shape)
+                                              - xhat * means[1].view(shape))
             dx = dx.to(x.dtype)
         if gamma is not None and ctx.needs_input_grad[1]:
             dgamma = sum_dy_xhat.to(gamma.dtype)
