@@ -131,6 +131,15 @@ def _worker(rank, world, tmpdir):
                 torch.save(state, os.path.join(tmpdir, "ckpt_sync{}.pt".format(int(sync))))
             out["ddp_sync" if sync else "ddp_local"] = record
 
+        # broadcasting the averages from a chosen rank
+        net = build(SEED)
+        with torch.no_grad():
+            for p in net.get_params(trainable=False):
+                p.add_(rank + 1)
+        n = distributed.sync_batch_norm_stats(net, op="broadcast", src=1)
+        out["broadcast"] = {"n": n, "stats": {k: net.state_dict()[k].clone()
+                                              for k in stat_keys(net)}}
+
         # FSDP2 on the same task, global statistics
         from torch.distributed.device_mesh import init_device_mesh
         net = build(SEED)
@@ -313,6 +322,18 @@ def test_ddp_local_stats_match_ghost_batches(job, float64):
     for k, v in ghost.state_dict().items():
         expected = sum(h[k] for h in halves) / WORLD if k in stats else v
         assert close(ckpt[False][k], expected), k
+
+
+def test_sync_batch_norm_stats_broadcast(job, float64):
+    ranks, _ = job
+    ref = build(SEED)
+    with torch.no_grad():
+        for p in ref.get_params(trainable=False):
+            p.add_(2)                       # rank 1's values
+    for r in ranks:
+        assert r["broadcast"]["n"] == 4
+        for k, v in r["broadcast"]["stats"].items():
+            assert torch.equal(v, ref.state_dict()[k]), k
 
 
 @pytest.mark.parametrize("sync", [True, False])
