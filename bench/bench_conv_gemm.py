@@ -238,6 +238,7 @@ def compare(case, variant, ceiling):
     row = {"case": case, "variant": variant}
     # correctness and reproducibility
     ours = op_step(case, tensors, True)()
+    row["kernels"] = kernel_resources()
     ref = op_step(case, tensors, False)()
     again = op_step(case, tensors, True)()
     row["rel_err_y"], row["rel_err_dx"], row["rel_err_dw"] = (
@@ -274,6 +275,30 @@ def compare(case, variant, ceiling):
     del tensors
     torch.cuda.empty_cache()
     return row
+
+
+def kernel_resources():
+    """Registers, spills, shared memory and matrix instructions of the
+    kernels of the latest forward/dgrad/wgrad launches."""
+    out = {}
+    for kind, k in _ck().LAST_KERNELS.items():
+        if getattr(k, "metadata", None) is None:  # the interpreter compiles nothing
+            continue
+        info = {"shared": getattr(k.metadata, "shared", None),
+                "regs": getattr(k, "n_regs", None), "spills": getattr(k, "n_spills", None),
+                "warps": getattr(k.metadata, "num_warps", None),
+                "stages": getattr(k.metadata, "num_stages", None)}
+        try:
+            sass = k.asm["sass"]
+            info["HGMMA"] = sass.count("HGMMA")
+            info["HMMA"] = sass.count("HMMA")
+            info["LDGSTS.128"] = sass.count("LDGSTS.E.BYPASS.128") + sass.count("LDGSTS.E.128")
+            info["LDGSTS"] = sass.count("LDGSTS")
+            info["LDL/STL"] = sass.count("LDL") + sass.count("STL")
+        except Exception as e:  # noqa: BLE001 - no disassembler: resources only
+            info["sass"] = type(e).__name__
+        out[kind] = info
+    return out
 
 
 def sweep(case, variant, kind, configs, compiled):
@@ -465,6 +490,17 @@ def _summary(results):
                          r["cudnn_step_ms"], r["step_time_ratio"], r["step_time_ratio_bm"],
                          r["fwd_mem_ratio"], r["step_mem_ratio"],
                          "yes" if r["bitwise_reproducible"] else "NO"))
+    kern = [r for r in detail.get("compare", []) if r.get("kernels")]
+    if kern:
+        lines.append("")
+        lines.append("== kernel resources (default configs): regs/spills/shared KiB, HGMMA, "
+                     "16-byte LDGSTS of all LDGSTS ==")
+        for r in kern:
+            lines.append("{:16s} {:9s} ".format(r["case"], r["variant"]) + "  ".join(
+                "{} {}/{}/{:.0f} {} {}/{}".format(
+                    kind, i.get("regs"), i.get("spills"), (i.get("shared") or 0) / 1024,
+                    i.get("HGMMA", "?"), i.get("LDGSTS.128", "?"), i.get("LDGSTS", "?"))
+                for kind, i in sorted(r["kernels"].items())))
     if detail.get("splits"):
         lines.append("")
         lines.append("== wgrad split count (default config): ms / workspace MiB ==")

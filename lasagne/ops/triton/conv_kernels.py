@@ -491,6 +491,10 @@ def _wgrad_reduce_kernel(ws_ptr, dw_ptr, SPLIT, E, CTAPS, TAPS,
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
+LAST_KERNELS = {}
+"""The compiled kernel of the latest launch per kind ('fwd', 'dgrad',
+'wgrad'), for resource reports (registers, spills, shared memory)."""
+
 
 def _as5d(t):
     """A 4-D (N, C, H, W) tensor as a 5-D (N, C, 1, H, W) view."""
@@ -623,7 +627,7 @@ def conv_forward(x, w, stride, padding, groups=1, out=None, config=None, precisi
     else:
         m_tiles = -(-M // cfg.bm)
     grid = (m_tiles * -(-Kg // cfg.bn), groups)
-    _fwd_kernel[grid](
+    LAST_KERNELS["fwd"] = _fwd_kernel[grid](
         x5, wk, y5, N, Cg, D, H, W, Kg, OD, OH, OW, T, R, S, *st, *pd,
         *x5.stride(), *wk.stride(), *y5.stride(), M,
         BLOCK_M=cfg.bm, BLOCK_N=cfg.bn, BLOCK_K=cfg.bk, TILE_W=tile_w,
@@ -663,7 +667,7 @@ def conv_dgrad(dy, w, x_shape, stride, padding, groups=1, channels_last=False, o
     else:
         m_tiles = -(-Mq // cfg.bm)
     grid = (m_tiles * -(-Cg // cfg.bn), groups * st[0] * st[1] * st[2])
-    _dgrad_kernel[grid](
+    LAST_KERNELS["dgrad"] = _dgrad_kernel[grid](
         g5, wk, dx5, N, Cg, D, H, W, Kg, OD, OH, OW, T, R, S, *st, *pd,
         *g5.stride(), *wk.stride(), *dx5.stride(), Dq, Hq, Wq, Mq,
         BLOCK_M=cfg.bm, BLOCK_N=cfg.bn, BLOCK_K=cfg.bk, TILE_W=tile_w,
@@ -768,7 +772,7 @@ def conv_wgrad(x, dy, w_shape, stride, padding, groups=1, out=None, config=None,
         target = torch.empty((split, K, Cg, T, R, S), dtype=torch.float32, device=x.device)
         so = tuple(target.stride())
     grid = (tiles, split, groups)
-    _wgrad_kernel[grid](
+    LAST_KERNELS["wgrad"] = _wgrad_kernel[grid](
         x5, g5, target, N, Cg, D, H, W, Kg, OD, OH, OW, T, R, S, *st, *pd,
         *x5.stride(), *g5.stride(), *so, P, n_ptiles, per,
         BLOCK_M=cfg.bm, BLOCK_N=cfg.bn, BLOCK_K=cfg.bk, TILE_W=tile_w,
