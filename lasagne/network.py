@@ -444,7 +444,7 @@ def _replace_data(param, value, key, swap):
         param.data = value
         return
     try:
-        # same class (e.g. lasagne.utils.NamedParameter), same attributes
+        # same class, same attributes (e.g. the name lasagne.utils.param_name reads)
         replacement = type(param)(value, requires_grad=param.requires_grad)
     except TypeError:
         replacement = torch.nn.Parameter(value, requires_grad=param.requires_grad)
@@ -469,7 +469,7 @@ def _attribute_key(layer, param, position):
     for attr, value in vars(layer).items():
         if value is param:
             return _UNSAFE.sub("_", attr)
-    name = getattr(param, "name", None)
+    name = utils.param_name(param)
     if isinstance(name, str) and name:
         prefix = "{}.".format(layer.name)
         if layer.name is not None and name.startswith(prefix):

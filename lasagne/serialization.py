@@ -33,6 +33,7 @@ import torch
 
 from .layers.helper import get_all_params
 from .network import Network
+from .utils import param_name
 
 __all__ = ["RestrictedUnpickler", "load_model_zoo", "load_param_values", "load_params",
            "save_params"]
@@ -337,7 +338,7 @@ def _params_and_labels(network, tags):
         params = network.get_params(**tags)
         return params, [network._key_of.get(id(p)) for p in params]
     params = get_all_params(network, **tags)
-    return params, [getattr(p, "name", None) for p in params]
+    return params, [param_name(p) for p in params]
 
 
 def load_params(network, path_or_file, **tags):

@@ -9,39 +9,28 @@ import torch
 int_types = (numbers.Integral, np.integer)
 
 
-class NamedParameter(torch.nn.Parameter):
-    """A ``torch.nn.Parameter`` with a writable ``name``.
+def param_name(param):
+    """The name a layer gave a parameter (``'<layer name>.<attribute>'``).
 
-    As in the original Lasagne, a layer named ``conv1`` names its weights
-    ``conv1.W`` (the parameter's ``name`` attribute). PyTorch releases up to
-    2.12 let any tensor carry a ``name`` attribute, and there parameters are
-    plain ``nn.Parameter`` objects. Later releases reserve a read-only
-    ``Tensor.name``; there (and only there) new parameters are of this
-    subclass, which ``torch.compile`` of those releases traces like
-    any parameter. Operations on it return ordinary tensors.
+    The original Lasagne exposed it as ``param.name``; PyTorch reserves
+    ``Tensor.name`` (read-only), so the name is kept as a private attribute
+    of the parameter and read here. (``copy.deepcopy`` of a parameter does
+    not keep it: PyTorch copies only the data.)
+
+    Parameters
+    ----------
+    param : torch.Tensor
+
+    Returns
+    -------
+    str or None
     """
+    return param.__dict__.get("_lasagne_name")
 
-    @property
-    def name(self):
-        """The parameter's name, ``<layer name>.<attribute>`` or None."""
-        return self.__dict__.get("_lasagne_name")
 
-    @name.setter
-    def name(self, value):
-        self.__dict__["_lasagne_name"] = value
-
-    def __deepcopy__(self, memo):
-        if id(self) in memo:
-            return memo[id(self)]
-        result = NamedParameter(self.data.clone(memory_format=torch.preserve_format),
-                                self.requires_grad)
-        result.name = self.name
-        memo[id(self)] = result
-        return result
-
-    def __repr__(self):
-        return "NamedParameter({!r}) containing:\n{}".format(
-            self.name, torch.Tensor.__repr__(self.data))
+def set_param_name(param, name):
+    """Give ``param`` a name (see :func:`param_name`)."""
+    param.__dict__["_lasagne_name"] = name
 
 
 def floatX(arr):
@@ -178,19 +167,6 @@ def compute_norms(array, norm_axes=None):
     return np.sqrt(np.sum(array ** 2, axis=norm_axes))
 
 
-def _tensor_name_is_writable():
-    try:
-        torch.nn.Parameter(torch.empty(0)).name = "probe"
-    except AttributeError:
-        return False
-    return True
-
-
-# plain parameters wherever they can carry a name: older torch.compile
-# releases refuse to trace parameter subclasses
-_PARAMETER_CLASS = torch.nn.Parameter if _tensor_name_is_writable() else NamedParameter
-
-
 def _param_label(name):
     return "parameter {!r}".format(name) if name is not None else "parameter"
 
@@ -219,9 +195,8 @@ def create_param(spec, shape, name=None):
     Returns
     -------
     torch.nn.Parameter
-        The given parameter itself, or a new parameter named ``name`` (a
-        :class:`NamedParameter` on PyTorch releases that reserve
-        ``Tensor.name``) on PyTorch's default device, in the default float dtype
+        The given parameter itself, or a new parameter named ``name`` (see
+        :func:`param_name`) on PyTorch's default device, in the default float dtype
         where created from an array or initializer.
 
     Raises
@@ -249,7 +224,7 @@ def create_param(spec, shape, name=None):
         if spec.grad_fn is not None:
             raise TypeError("{} was given a tensor computed from other tensors; pass a "
                             "torch.nn.Parameter (to share it) or a leaf tensor".format(label))
-        param = _PARAMETER_CLASS(spec, requires_grad=spec.is_floating_point())
+        param = torch.nn.Parameter(spec, requires_grad=spec.is_floating_point())
     elif isinstance(spec, np.ndarray):
         if spec.ndim != len(shape):
             raise ValueError("{} array has {} dimensions, should be {} (shape {})".format(
@@ -274,11 +249,11 @@ def create_param(spec, shape, name=None):
         raise ValueError("cannot initialize {}: expected a numpy array, a tensor, a "
                          "torch.nn.Parameter or a callable, got {}".format(label, type(spec).__name__))
     if name is not None:
-        param.name = name
+        set_param_name(param, name)
     return param
 
 
 def _new_param(arr):
     # torch.tensor copies: a parameter never aliases the caller's array
-    return _PARAMETER_CLASS(torch.tensor(arr, dtype=torch.get_default_dtype(),
+    return torch.nn.Parameter(torch.tensor(arr, dtype=torch.get_default_dtype(),
                                          device=torch.get_default_device()))

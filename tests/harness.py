@@ -21,6 +21,7 @@ import torch
 
 import lasagne
 from lasagne.layers import InputLayer, MergeLayer, get_output, get_output_shape
+from lasagne.utils import param_name
 
 
 def shapes_compatible(predicted, actual):
@@ -99,7 +100,7 @@ def check_layer(layer, inputs, reference=None, atol=1e-10, rtol=1e-7, grad=True,
                 assert torch.isfinite(t.grad).all()
         for p in layer.get_params(trainable=True):
             assert p.grad is not None, "{}: no gradient reached {}".format(
-                layer, getattr(p, "name", p.shape))
+                layer, param_name(p) or tuple(p.shape))
             assert torch.isfinite(p.grad).all()
     return out
 
@@ -112,7 +113,7 @@ def check_params(layer, expected):
     """
     params = layer.get_params()
     assert len(params) == len(expected), "{}: params {} but expected {}".format(
-        layer, [getattr(p, 'name', None) for p in params], list(expected))
+        layer, [param_name(p) for p in params], list(expected))
     for p, (attr, (shape, tags)) in zip(params, expected.items()):
         assert getattr(layer, attr) is p, "{}.{} is not the registered parameter".format(
             layer, attr)
@@ -122,7 +123,7 @@ def check_params(layer, expected):
         assert layer.params[p] == set(tags), "{}.{} tags {} != {}".format(
             layer, attr, layer.params[p], set(tags))
         if layer.name is not None:
-            assert p.name == "{}.{}".format(layer.name, attr)
+            assert param_name(p) == "{}.{}".format(layer.name, attr)
 
 
 def check_raises(exc, factory, *words):

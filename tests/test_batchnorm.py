@@ -18,6 +18,7 @@ from lasagne.layers.dnn import BatchNormDNNLayer, batch_norm_dnn
 from lasagne.ops import batchnorm as bn_ops
 
 from harness import check_layer, check_params, check_raises
+from lasagne.utils import param_name
 
 LAYERS = [BatchNormLayer, BatchNormDNNLayer]
 
@@ -131,7 +132,7 @@ def test_beta_gamma_none(float64, rng, cls, shape, axes, no_beta, no_gamma):
     layer = cls(InputLayer(shape), axes=axes, **kwargs)
     assert (layer.beta is None) == no_beta and (layer.gamma is None) == no_gamma
     names = [n for n, off in (('beta', no_beta), ('gamma', no_gamma)) if not off]
-    assert [p.name for p in layer.get_params()] == names + ['mean', 'inv_std'] or \
+    assert [param_name(p) for p in layer.get_params()] == names + ['mean', 'inv_std'] or \
         layer.name is None
     assert len(layer.get_params(trainable=True)) == len(names)
     if layer.gamma is not None:
@@ -383,7 +384,7 @@ def test_helper_on_dense_layer(helper, cls):
     assert dense.get_params() == [W]
     params = get_all_params(top)
     assert params == [W, bn.beta, bn.gamma, bn.mean, bn.inv_std]
-    assert [p.name for p in params] == ['fc.W', 'fc_bn.beta', 'fc_bn.gamma', 'fc_bn.mean',
+    assert [param_name(p) for p in params] == ['fc.W', 'fc_bn.beta', 'fc_bn.gamma', 'fc_bn.mean',
                                         'fc_bn.inv_std']
     assert get_all_params(top, trainable=True) == [W, bn.beta, bn.gamma]
     assert get_all_params(top, regularizable=True) == [W, bn.gamma]
@@ -403,7 +404,7 @@ def test_helper_variants(helper, cls):
     dense = DenseLayer(InputLayer((None, 6)), 1, nonlinearity=None, name='d')
     top = helper(dense)
     assert type(top) is NonlinearityLayer and top.nonlinearity is nonlinearities.identity
-    assert [p.name for p in get_all_params(top)] == ['d.W', 'd_bn.beta', 'd_bn.gamma',
+    assert [param_name(p) for p in get_all_params(top)] == ['d.W', 'd_bn.beta', 'd_bn.gamma',
                                                      'd_bn.mean', 'd_bn.inv_std']
     assert get_output(top, torch.randn(3, 6)).shape == (3, 1)
     # unnamed layer, no bias: unnamed new layers, nothing removed

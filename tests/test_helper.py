@@ -13,6 +13,7 @@ from lasagne.layers import (BiasLayer, ConcatLayer, DenseLayer, ElemwiseSumLayer
                             standardize)
 
 from harness import check_raises
+from lasagne.utils import param_name
 
 
 class Spy(Layer):
@@ -174,7 +175,7 @@ def test_get_output_shape(graph):
 def test_get_all_params_order_and_tags(graph):
     s, t, o = graph['shared'], graph['tied'], graph['out']
     assert get_all_params(o) == [s.W, s.b, t.b, o.W, o.b]
-    assert [p.name for p in get_all_params(o)] == \
+    assert [param_name(p) for p in get_all_params(o)] == \
         ["shared.W", "shared.b", "tied.b", "out.W", "out.b"]
     assert get_all_params(o, trainable=True) == [s.W, s.b, t.b, o.W, o.b]
     assert get_all_params(o, regularizable=True) == [s.W, o.W]

@@ -27,6 +27,7 @@ from lasagne.layers.dnn import (Conv2DDNNLayer, Conv3DDNNLayer, MaxPool2DDNNLaye
 from lasagne.models import (build_vgg16, build_resnet50, build_c3d, vgg16_from_torchvision,
                             resnet50_from_torchvision, load_state_dict,
                             torchvision_vgg16_mapping, torchvision_resnet50_mapping)
+from lasagne.utils import param_name
 
 
 @contextlib.contextmanager
@@ -173,8 +174,8 @@ def test_vgg16_parameters_count_and_order(vgg16):
     assert count_params(vgg16["prob"]) == 138357544
     assert count_params(vgg16["prob"], trainable=True) == 138357544
     assert len(params) == 32
-    assert params[0].name == "conv1_1.W" and params[1].name == "conv1_1.b"
-    assert params[-2].name == "fc8.W" and params[-1].name == "fc8.b"
+    assert param_name(params[0]) == "conv1_1.W" and param_name(params[1]) == "conv1_1.b"
+    assert param_name(params[-2]) == "fc8.W" and param_name(params[-1]) == "fc8.b"
     assert [tuple(p.shape) for p in params] == modelzoo_vgg16_shapes()
 
 
@@ -424,7 +425,7 @@ def test_resnet50_parameter_count_and_order(resnet_caffe, tv_resnet_sd):
     params = get_all_params(net)
     expected = modelzoo_resnet50_order(tv_resnet_sd, 1e-4)
     assert len(params) == len(expected) == 268
-    assert [p.name for p in params] == [n for n, _ in expected]
+    assert [param_name(p) for p in params] == [n for n, _ in expected]
     assert [tuple(p.shape) for p in params] == [tuple(v.shape) for _, v in expected]
 
 
@@ -454,8 +455,8 @@ def test_resnet50_v15_layout(resnet_v15, resnet_caffe):
     assert isinstance(resnet_v15["pool5"], GlobalPoolLayer)
     assert resnet_v15["bn_conv1"].epsilon == 1e-5
     assert count_params(resnet_v15["prob"]) == count_params(resnet_caffe["prob"]) - 64
-    caffe_order = [p.name for p in get_all_params(resnet_caffe["prob"])]
-    assert [p.name for p in get_all_params(resnet_v15["prob"])] == \
+    caffe_order = [param_name(p) for p in get_all_params(resnet_caffe["prob"])]
+    assert [param_name(p) for p in get_all_params(resnet_v15["prob"])] == \
         [n for n in caffe_order if n != "conv1.b"]
     # every input size, as torchvision's adaptive pool
     assert get_output_shape(resnet_v15["prob"], (2, 3, 100, 80)) == (2, 1000)
@@ -610,7 +611,7 @@ def test_c3d_layers_parameters_and_shapes():
          (None, 512, 2, 8, 8), (None, 512, 1, 4, 4), (None, 4096), (None, 487)]
     params = get_all_params(net["prob"])
     assert [tuple(p.shape) for p in params] == c3d_shapes(8192)
-    assert params[0].name == "conv1a.W" and params[-1].name == "fc8-1.b"
+    assert param_name(params[0]) == "conv1a.W" and param_name(params[-1]) == "fc8-1.b"
     assert count_params(net["prob"]) == 79991015 == sum(int(np.prod(s))
                                                         for s in c3d_shapes(8192))
 

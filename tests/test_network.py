@@ -12,6 +12,7 @@ import lasagne
 from lasagne.layers import (InputLayer, Layer, MergeLayer, get_all_layers, get_all_params,
                             get_output)
 from lasagne.network import Network
+from lasagne.utils import param_name
 
 
 # -- small test-local layers (independent of the core layers) --------------------------------
@@ -334,11 +335,11 @@ def test_to_keeps_objects_under_future_flags(flag):
         net.double()
         assert all(a is b for a, b in zip(net.parameters(), params))
         assert l1.W.dtype == torch.float64 and l1.W.marker == "kept"
-        assert l1.W.name == "fc.W" and type(l1.W) is type(params[-1])
+        assert param_name(l1.W) == "fc.W" and type(l1.W) is type(params[-1])
         assert net(torch.randn(2, 3, dtype=torch.float64)).dtype == torch.float64
         net.load_state_dict({k: v.float() for k, v in net.state_dict().items()}, assign=True)
         assert all(a is b for a, b in zip(net.parameters(), params))
-        assert l1.W.marker == "kept" and l1.W.name == "fc.W"
+        assert l1.W.marker == "kept" and param_name(l1.W) == "fc.W"
         assert l1.W.dtype == torch.float32
     finally:
         setter(old)
@@ -348,7 +349,7 @@ def test_to_meta_and_back_keeps_objects():
     net, (l1, l2) = _build()
     params = list(net.parameters())
     net.to("meta")                       # incompatible tensor type: swapped in place
-    assert l1.W.is_meta and l1.W is params[0] and l1.W.name == "fc.W"
+    assert l1.W.is_meta and l1.W is params[0] and param_name(l1.W) == "fc.W"
     net.to_empty(device="cpu")
     assert not l1.W.is_meta and all(a is b for a, b in zip(net.parameters(), params))
 
@@ -384,7 +385,7 @@ def test_load_state_dict_assign_keeps_objects():
     assert all(a is b for a, b in zip(net.parameters(), params))
     assert l1.W.dtype == torch.float64 and torch.equal(l1.W, state["fc_W"])
     assert l1.W.requires_grad and not l2.mean.requires_grad
-    assert l1.W.name == "fc.W" and l2.mean.name == "rm.mean"
+    assert param_name(l1.W) == "fc.W" and param_name(l2.mean) == "rm.mean"
 
 
 def _dense_or_bias(incoming):

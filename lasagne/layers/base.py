@@ -152,11 +152,8 @@ class Layer(object):
                 message = re.sub(r"\bparameter\b", "parameter {!r}".format(name), message,
                                  count=1)
             raise type(e)("{}: {}".format(self._where(), message)) from None
-        if shared and name is not None and getattr(param, "name", None) is None:
-            try:
-                param.name = name
-            except AttributeError:
-                pass  # a plain nn.Parameter, where torch makes Tensor.name read-only
+        if shared and name is not None and utils.param_name(param) is None:
+            utils.set_param_name(param, name)
         tags['trainable'] = tags.get('trainable', True)
         tags['regularizable'] = tags.get('regularizable', True)
         self.params[param] = set(tag for tag, value in tags.items() if value)

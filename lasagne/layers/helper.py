@@ -96,7 +96,7 @@ def _check_device(layer, value):
             raise RuntimeError("{}: the input is on {} but parameter {!r} is on {}; move the "
                                "network with Network(...).to(device) or build it under "
                                "torch.set_default_device".format(
-                                   layer._where(), value.device, getattr(param, "name", None),
+                                   layer._where(), value.device, utils.param_name(param),
                                    param.device))
         break
 
@@ -110,7 +110,7 @@ def _dtype_mismatch(layer, values):
             return ("{}: the input has dtype {} but parameter {!r} has dtype {}; cast the input "
                     "or the network (e.g. Network(...).to(dtype))".format(
                         layer._where(), "/".join(sorted(str(d) for d in dtypes)),
-                        getattr(param, "name", None), param.dtype))
+                        utils.param_name(param), param.dtype))
     return None
 
 
@@ -408,7 +408,7 @@ def set_all_param_values(layer, values, **tags):
         shape = tuple(v.shape) if hasattr(v, "shape") else np.shape(v)
         if tuple(p.shape) != tuple(shape):
             raise ValueError("set_all_param_values: parameter {} ({!r}) has shape {}, the value "
-                             "has shape {}".format(i, getattr(p, "name", None), tuple(p.shape),
+                             "has shape {}".format(i, utils.param_name(p), tuple(p.shape),
                                                    tuple(shape)))
     with torch.no_grad():
         for p, v in zip(params, values):

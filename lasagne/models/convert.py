@@ -49,6 +49,7 @@ import torch
 from ..layers import Layer, get_all_layers, get_all_params
 from .resnet import build_resnet50, _RESNET50_STAGES
 from .vgg import build_vgg16
+from ..utils import param_name
 
 __all__ = ["load_state_dict", "vgg16_from_torchvision", "resnet50_from_torchvision",
            "torchvision_vgg16_mapping", "torchvision_resnet50_mapping"]
@@ -205,7 +206,7 @@ def _load(net, state_dict, rows, eps, where):
 
     unfilled = [p for p in get_all_params(list(layers.values())) if p not in filled]
     if unfilled and not missing:
-        listed = ", ".join(str(getattr(p, "name", None) or tuple(p.shape)) for p in unfilled[:10])
+        listed = ", ".join(str(param_name(p) or tuple(p.shape)) for p in unfilled[:10])
         problems.append("{} parameter(s) of the network have no row in the mapping (no "
                         "state-dict key fills them): {}".format(len(unfilled), listed))
     if problems:
