@@ -249,9 +249,11 @@ def _pool_native(x, pool_size, stride, pad, mode, ignore_border):
         return max_fn(x, pool_size, stride, native_pad, ceil_mode=ceil_mode)
     if not explicit:
         # PyTorch's own divisors are exactly ours here
-        return avg_fn(x, pool_size, stride, native_pad, ceil_mode=ceil_mode,
-                      count_include_pad=(mode == "average_inc_pad"))
-    y = avg_fn(x, pool_size, stride, native_pad, ceil_mode=ceil_mode, count_include_pad=True)
+        return _channels_last_grad(x, avg_fn(x, pool_size, stride, native_pad,
+                                             ceil_mode=ceil_mode,
+                                             count_include_pad=(mode == "average_inc_pad")))
+    y = _channels_last_grad(x, avg_fn(x, pool_size, stride, native_pad, ceil_mode=ceil_mode,
+                                      count_include_pad=True))
     # PyTorch divided by the window clipped to its padded input; rescale to ours
     factors = []
     for L, k, s, p, (npad, lo, hi) in zip(lengths, pool_size, stride, pad, plans):
@@ -261,6 +263,28 @@ def _pool_native(x, pool_size, stride, pad, mode, ignore_border):
     if all(f == 1.0 for fs in factors for f in fs):
         return y
     return y * _outer_product(factors, y.dtype, y.device)
+
+
+def _channels_last_grad(x, y):
+    """``y``, whose gradient reaches PyTorch's average pooling in
+    channels-last layout when ``x`` is a channels-last CUDA batch: its CUDA
+    backward misreads a gradient of another layout (seen with torch 2.11)."""
+    if y.requires_grad and y.is_cuda and y.ndim == 4 and not x.is_contiguous() \
+            and x.is_contiguous(memory_format=torch.channels_last):
+        return _ChannelsLastGrad.apply(y)
+    return y
+
+
+class _ChannelsLastGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient channels-last."""
+
+    @staticmethod
+    def forward(ctx, y):
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous(memory_format=torch.channels_last)
 
 
 def _outer_product(factors, dtype, device):
