@@ -413,6 +413,9 @@ def fully_shard(network, *, mesh=None, shard_batch_norm_stats=False, **kwargs):
             raise ValueError("lasagne.distributed.fully_shard: the parameter {!r} is not held "
                              "in an attribute of any layer, so the layers could not compute "
                              "with its unsharded value; pass it in ignored_params".format(key))
+    # FSDP2 shards contiguous parameters only: the network keeps its
+    # convolution weights in the standard layout from here on
+    net.keep_weight_layout()
     _torch_fully_shard(net, mesh=mesh, ignored_params=ignored or None, **kwargs)
     net._lasagne_fsdp = {
         "holders": holders,

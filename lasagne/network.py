@@ -164,6 +164,7 @@ class Network(torch.nn.Module):
                              "{!r}".format(memory_format))
         self.memory_format = memory_format
         self._conv_weights = self._find_conv_weights()
+        self._weights_channels_last = True
         self._fusions = self._find_fusions() if fuse else {}
         self._to_channels_last()
 
@@ -246,8 +247,18 @@ class Network(torch.nn.Module):
                                                                 torch.nn.Parameter)
                 and layer.W.ndim in (4, 5)]
 
+    def keep_weight_layout(self):
+        """Keep convolution weights in the standard (contiguous) layout from
+        now on, and restore it now; inputs are still made channels-last on
+        CUDA. Needed by FSDP2, which shards contiguous parameters only."""
+        self._weights_channels_last = False
+        with torch.no_grad():
+            for weight in self._conv_weights:
+                if not weight.is_contiguous():
+                    weight.data = weight.data.contiguous()
+
     def _to_channels_last(self):
-        if self.memory_format != "auto":
+        if self.memory_format != "auto" or not self._weights_channels_last:
             return
         with torch.no_grad():
             for weight in self._conv_weights:
