@@ -29,11 +29,18 @@ gpu = pytest.mark.gpu
 MODES = ("max", "average_inc_pad", "average_exc_pad")
 
 
-def _fix_interpreter_index():
-    """Triton 3.6's interpreter turns a scalar tensor into an int with
-    ``int(array)``, which numpy >= 2.? rejects for its shape-(1,) scalars:
-    runtime ``range`` loops then fail under the interpreter only. Take the
-    single element instead (test-side shim; compiled kernels are unaffected)."""
+def _fix_interpreter():
+    """Two test-side shims for Triton 3.6's interpreter (compiled kernels are
+    unaffected):
+
+    * it turns a scalar tensor into an int with ``int(array)``, which numpy 2
+      rejects for its shape-(1,) scalars, so runtime ``range`` loops fail
+      under the interpreter only: take the single element instead;
+    * it computes ``maxnum``/``minnum`` (``tl.maximum``/``tl.minimum``
+      without NaN propagation) with ``np.maximum``/``np.minimum``, which
+      propagate NaN; the GPU instructions return the other operand, as
+      ``np.fmax``/``np.fmin`` do.
+    """
     from triton.runtime import interpreter
     original = interpreter._patch_lang_tensor
 
@@ -43,10 +50,13 @@ def _fix_interpreter_index():
                        lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
     if getattr(original, "__name__", "") != "patched":
         interpreter._patch_lang_tensor = patched
+    builder = interpreter.InterpreterBuilder
+    builder.create_maxnumf = lambda self, lhs, rhs: self.binary_op(lhs, rhs, np.fmax)
+    builder.create_minnumf = lambda self, lhs, rhs: self.binary_op(lhs, rhs, np.fmin)
 
 
 if INTERPRET:
-    _fix_interpreter_index()
+    _fix_interpreter()
 
 
 # --- references (float64, plain loops) --------------------------------------------------------
@@ -240,6 +250,30 @@ def test_pool_forward_backward_interp(case, mode, cl, rng):
     assert pk.channels_last(gx) == pk.channels_last(x)
     gref = ref_pool_grad(x.numpy(), gy.numpy(), k, s, p, mode)
     assert rel_err(gx.numpy(), gref) < 1e-6
+
+
+@cpu_interp
+@pytest.mark.parametrize("rows", [(1, 1), (3, 3), (5, 2)])
+@pytest.mark.parametrize("case", [((9, 5), (3, 3), (1, 1), (1, 1)), ((11, 6), (3, 2), (2, 2), (2, 1)),
+                                  ((6, 7, 5), (2, 3, 2), (1, 2, 2), (1, 1, 0)),
+                                  ((10, 4), (2, 2), (3, 1), (1, 0))])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cl", [False, True])
+def test_pool_row_groups_interp(rows, case, mode, cl, rng):
+    """Row groups of every size (also ones that do not divide the output)."""
+    pk = kernels()
+    spatial, k, s, p = case
+    x = layout(torch.from_numpy(rng.standard_normal((2, 3) + spatial) - 2.0).float(), cl)
+    out = tuple(out_length(L, ki, si, pi, True) for L, ki, si, pi in zip(spatial, k, s, p))
+    pk.CONFIG_OVERRIDE.update(fwd_rows=rows, bwd_rows=rows)
+    try:
+        y = poisoned(lambda: pk.pool_forward(x, k, s, p, out, mode))
+        gy = torch.from_numpy(rng.standard_normal(y.shape)).float()
+        gx = poisoned(lambda: pk.pool_backward(x, gy, k, s, p, mode))
+    finally:
+        pk.CONFIG_OVERRIDE.clear()
+    assert rel_err(y.numpy(), ref_pool(x.numpy(), k, s, p, mode)) < 1e-6
+    assert rel_err(gx.numpy(), ref_pool_grad(x.numpy(), gy.numpy(), k, s, p, mode)) < 1e-6
 
 
 @cpu_interp

@@ -53,10 +53,18 @@ MODES = {"max": MAX, "average_inc_pad": AVG_INC, "average_exc_pad": AVG_EXC}
 
 
 @triton.jit
-def _split(a, b, C, OD, OH, OW, CL: tl.constexpr):
+def _split(a, b, A_TOTAL, B_TOTAL, C, OD, OH, OW, CL: tl.constexpr):
     """Indices of a ``[BLOCK_A, BLOCK_B]`` tile: ``(n, c, d, h, w)``, each
-    broadcastable to the tile (``[BLOCK_A, 1]`` or ``[1, BLOCK_B]``)."""
-    r = a[:, None]
+    broadcastable to the tile (``[BLOCK_A, 1]`` or ``[1, BLOCK_B]``). Rows
+    past the end are clamped onto the last one, and so are planar columns
+    (their loads stay in bounds; their stores are masked by the caller);
+    channels-last columns are not (clamping would hide their contiguity from
+    the compiler): loads mask them (``cm``)."""
+    r = tl.minimum(a, A_TOTAL - 1)[:, None]
+    if CL:
+        bb = b[None, :]
+    else:
+        bb = tl.minimum(b, B_TOTAL - 1)[None, :]
     if CL:
         w = r % OW
         r = r // OW
@@ -64,7 +72,7 @@ def _split(a, b, C, OD, OH, OW, CL: tl.constexpr):
         r = r // OH
         d = r % OD
         n = r // OD
-        c = b[None, :]
+        c = bb
     else:
         h = r % OH
         r = r // OH
@@ -72,7 +80,7 @@ def _split(a, b, C, OD, OH, OW, CL: tl.constexpr):
         r = r // OD
         c = r % C
         n = r // C
-        w = b[None, :]
+        w = bb
     return n, c, d, h, w
 
 
@@ -89,177 +97,267 @@ def _window_len(o, S: tl.constexpr, P: tl.constexpr, K: tl.constexpr, L, EXC: tl
 
 
 @triton.jit
-def pool_fwd_kernel(x_ptr, y_ptr, C, D, H, W, OD, OH, OW, A_TOTAL, B_TOTAL,
+def _clamp(i, L):
+    return tl.minimum(tl.maximum(i, 0), L - 1)
+
+
+@triton.jit
+def pool_fwd_kernel(x_ptr, y_ptr, C, D, H, W, OD, OH, OW, OHG, A_TOTAL, B_TOTAL,
                     sxn, sxc, sxd, sxh, sxw, syn, syc, syd, syh, syw,
                     KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                     SD: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                     PD: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
-                    MODE: tl.constexpr, CL: tl.constexpr, INT64: tl.constexpr,
-                    BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
+                    MODE: tl.constexpr, CL: tl.constexpr, EVEN_B: tl.constexpr, INT64: tl.constexpr,
+                    R: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
+    """Each tile element is a group of ``R`` consecutive output rows (axis h):
+    the ``(R-1)*SH + KH`` input rows they need are each loaded once, reduced
+    along w, and folded into every output row whose window holds them.
+
+    No load is masked: out-of-range input indices are clamped to the nearest
+    edge. For max that is exact (the edge element lies in the same window,
+    since every window holds a real element); averages weight each column and
+    row by 0 or 1 instead."""
     pa = tl.program_id(0)
     if INT64:
         pa = pa.to(tl.int64)
     a = pa * BLOCK_A + tl.arange(0, BLOCK_A)
     b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     valid = (a < A_TOTAL)[:, None] & (b < B_TOTAL)[None, :]
-    n, c, od, oh, ow = _split(a, b, C, OD, OH, OW, CL)
+    n, c, od, ohg, ow = _split(a, b, A_TOTAL, B_TOTAL, C, OD, OHG, OW, CL)
+    oh0 = ohg * R
     d0 = od * SD - PD
-    h0 = oh * SH - PH
+    h0 = oh0 * SH - PH
     w0 = ow * SW - PW
     xb = x_ptr + (n * sxn + c * sxc)
-    if MODE == 0:
-        acc = tl.full([BLOCK_A, BLOCK_B], float("-inf"), tl.float32)
+    if CL and not EVEN_B:
+        cm = (b < B_TOTAL)[None, :]
     else:
-        acc = tl.zeros([BLOCK_A, BLOCK_B], tl.float32)
+        cm = None
+    # column offsets (clamped) and 0/1 weights, once per kw
+    woffs = ()
+    wws = ()
+    for kw in tl.static_range(KW):
+        woffs = woffs + (_clamp(w0 + kw, W) * sxw,)
+        if MODE != 0:
+            wws = wws + ((((w0 + kw) >= 0) & ((w0 + kw) < W)).to(tl.float32),)
+    accs = ()
+    for j in tl.static_range(R):
+        if MODE == 0:
+            accs = accs + (tl.full([BLOCK_A, BLOCK_B], float("-inf"), tl.float32),)
+        else:
+            accs = accs + (tl.zeros([BLOCK_A, BLOCK_B], tl.float32),)
     for kd in tl.static_range(KD):
         dd = d0 + kd
-        md = (dd >= 0) & (dd < D)
-        for kh in tl.static_range(KH):
-            hh = h0 + kh
-            mh = md & (hh >= 0) & (hh < H)
-            row = dd * sxd + hh * sxh
-            for kw in tl.static_range(KW):
-                ww = w0 + kw
-                m = valid & mh & (ww >= 0) & (ww < W)
-                if MODE == 0:
-                    v = tl.load(xb + row + ww * sxw, mask=m, other=float("-inf"))
-                    acc = tl.maximum(acc, v.to(tl.float32), propagate_nan=tl.PropagateNan.ALL)
+        for i in tl.static_range((R - 1) * SH + KH):
+            hh = h0 + i
+            row = xb + (_clamp(dd, D) * sxd + _clamp(hh, H) * sxh)
+            if MODE == 0:
+                hv = tl.full([BLOCK_A, BLOCK_B], float("-inf"), tl.float32)
+                for kw in tl.static_range(KW):
+                    v = tl.load(row + woffs[kw], mask=cm)
+                    hv = tl.maximum(hv, v.to(tl.float32), propagate_nan=tl.PropagateNan.ALL)
+            else:
+                hv = tl.zeros([BLOCK_A, BLOCK_B], tl.float32)
+                for kw in tl.static_range(KW):
+                    v = tl.load(row + woffs[kw], mask=cm)
+                    hv += v.to(tl.float32) * wws[kw]
+                rw = ((dd >= 0) & (dd < D) & (hh >= 0) & (hh < H)).to(tl.float32)
+            # fold input row i into the output rows j whose window holds it
+            new = ()
+            for j in tl.static_range(R):
+                if (i >= j * SH) and (i < j * SH + KH):
+                    if MODE == 0:
+                        new = new + (tl.maximum(accs[j], hv, propagate_nan=tl.PropagateNan.ALL),)
+                    else:
+                        new = new + (accs[j] + hv * rw,)
                 else:
-                    v = tl.load(xb + row + ww * sxw, mask=m, other=0.0)
-                    acc += v.to(tl.float32)
+                    new = new + (accs[j],)
+            accs = new
+    ybase = y_ptr + (n * syn + c * syc + od * syd + ow * syw)
     if MODE != 0:
-        ld = _window_len(od, SD, PD, KD, D, MODE == 2)
-        lh = _window_len(oh, SH, PH, KH, H, MODE == 2)
-        lw = _window_len(ow, SW, PW, KW, W, MODE == 2)
-        acc = acc * (1.0 / (ld * lh).to(tl.float32)) * (1.0 / lw.to(tl.float32))
-    yoff = n * syn + c * syc + od * syd + oh * syh + ow * syw
-    tl.store(y_ptr + yoff, acc.to(y_ptr.dtype.element_ty), mask=valid)
+        ldw = _window_len(od, SD, PD, KD, D, MODE == 2) * _window_len(ow, SW, PW, KW, W, MODE == 2)
+        inv_dw = 1.0 / ldw.to(tl.float32)
+    for j in tl.static_range(R):
+        oh = oh0 + j
+        acc = accs[j]
+        if MODE != 0:
+            lh = _window_len(oh, SH, PH, KH, H, MODE == 2)
+            acc = acc * inv_dw * (1.0 / lh.to(tl.float32))
+        tl.store(ybase + oh * syh, acc.to(y_ptr.dtype.element_ty), mask=valid & (oh < OH))
 
 
 @triton.jit
-def _first_max_code(nb, mds, mhs, mws, BASE_D: tl.constexpr, BASE_H: tl.constexpr,
-                    BASE_W: tl.constexpr, EH: tl.constexpr, EW: tl.constexpr,
-                    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr):
-    """Window offset ``(kd*KH + kh)*KW + kw`` of the first maximum of the
-    window whose elements are ``nb[(BASE_D + kd, BASE_H + kh, BASE_W + kw)]``
-    of the neighbourhood (flattened with extents ``(., EH, EW)``)."""
-    best = tl.zeros_like(nb[0]) + float("-inf")
-    code = tl.zeros(nb[0].shape, tl.int32) - 1
-    for kd in tl.static_range(KD):
-        for kh in tl.static_range(KH):
-            mdh = mds[BASE_D + kd] & mhs[BASE_H + kh]
-            for kw in tl.static_range(KW):
-                v = nb[((BASE_D + kd) * EH + BASE_H + kh) * EW + BASE_W + kw]
-                m = mdh & mws[BASE_W + kw]
-                # first real element; later only a strictly larger one (NaN beats
-                # numbers; once the best is NaN nothing replaces it)
-                take = m & ((~(v <= best) & (best == best)) | (code < 0))
-                best = tl.where(take, v, best)
-                code = tl.where(take, (kd * KH + kh) * KW + kw, code)
-    return code
+def _axis_factor(o, O, S: tl.constexpr, P: tl.constexpr, K: tl.constexpr, L, MODE: tl.constexpr):
+    """Per axis, for window ``o``: whether it is an output window, and the
+    factor of its gradient (1 for max, 1 / its divisor factor for averages)."""
+    inside = (o >= 0) & (o < O)
+    if MODE == 0:
+        return inside, 1.0
+    else:
+        return inside, 1.0 / _window_len(o, S, P, K, L, MODE == 2).to(tl.float32)
 
 
 @triton.jit
-def pool_bwd_kernel(x_ptr, gy_ptr, gx_ptr, C, D, H, W, OD, OH, OW, QD, QH, QW, A_TOTAL, B_TOTAL,
+def pool_bwd_kernel(x_ptr, gy_ptr, gx_ptr, C, D, H, W, OD, OH, OW, QD, QHG, QW, A_TOTAL, B_TOTAL,
                     sxn, sxc, sxd, sxh, sxw, sgn, sgc, sgd, sgh, sgw,
                     sdn, sdc, sdd, sdh, sdw,
                     KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                     SD: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                     PD: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
                     NWD: tl.constexpr, NWH: tl.constexpr, NWW: tl.constexpr,
-                    ED: tl.constexpr, EH: tl.constexpr, EW: tl.constexpr,
-                    MODE: tl.constexpr, CL: tl.constexpr, INT64: tl.constexpr,
-                    BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
+                    MODE: tl.constexpr, CL: tl.constexpr, EVEN_B: tl.constexpr, INT64: tl.constexpr,
+                    R: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
+    """Each tile element is a group of owner blocks: one along d and w, ``R``
+    consecutive along h. Owner ``q`` holds inputs ``q*S - P + r``,
+    ``0 <= r < S``; windows ``q - j`` (``j*S + r < K``) contain them.
+
+    Windows of the group are numbered per axis ``m = 0 .. R_axis + NW - 2``:
+    window ``m`` is ``q0 - NW + 1 + m`` and covers neighbourhood positions
+    ``[m*S, m*S + K)``, the neighbourhood starting at input
+    ``(q0 - NW + 1)*S - P``. Owner ``u``'s phase ``r`` sits at neighbourhood
+    position ``(u + NW - 1)*S + r`` and its ``j``-th window is
+    ``m = u - j + NW - 1``."""
     pa = tl.program_id(0)
     if INT64:
         pa = pa.to(tl.int64)
     a = pa * BLOCK_A + tl.arange(0, BLOCK_A)
     b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     valid = (a < A_TOTAL)[:, None] & (b < B_TOTAL)[None, :]
-    # owner block (qd, qh, qw): inputs q*S - P + r, 0 <= r < S, per axis
-    n, c, qd, qh, qw = _split(a, b, C, QD, QH, QW, CL)
+    n, c, qd, qhg, qw = _split(a, b, A_TOTAL, B_TOTAL, C, QD, QHG, QW, CL)
+    qh0 = qhg * R
+    od0 = qd - (NWD - 1)
+    oh0 = qh0 - (NWH - 1)
+    ow0 = qw - (NWW - 1)
 
+    # per-axis (inside, factor) of the group's windows
+    ids = ()
+    fds = ()
+    for md in tl.static_range(NWD):
+        i_, f_ = _axis_factor(od0 + md, OD, SD, PD, KD, D, MODE)
+        ids = ids + (i_,)
+        fds = fds + (f_,)
+    ihs = ()
+    fhs = ()
+    for mh in tl.static_range(R + NWH - 1):
+        i_, f_ = _axis_factor(oh0 + mh, OH, SH, PH, KH, H, MODE)
+        ihs = ihs + (i_,)
+        fhs = fhs + (f_,)
+    iws = ()
+    fws = ()
+    gwoffs = ()
+    for mw in tl.static_range(NWW):
+        i_, f_ = _axis_factor(ow0 + mw, OW, SW, PW, KW, W, MODE)
+        iws = iws + (i_,)
+        fws = fws + (f_,)
+        gwoffs = gwoffs + (_clamp(ow0 + mw, OW) * sgw,)
+    # the output gradient of every window of the group (0 outside the output)
+    gs = ()
+    if CL and not EVEN_B:
+        cm = (b < B_TOTAL)[None, :]
+    else:
+        cm = None
+    gb = gy_ptr + (n * sgn + c * sgc)
+    for md in tl.static_range(NWD):
+        for mh in tl.static_range(R + NWH - 1):
+            grow = gb + (_clamp(od0 + md, OD) * sgd + _clamp(oh0 + mh, OH) * sgh)
+            idh = ids[md] & ihs[mh]
+            fdh = fds[md] * fhs[mh]
+            for mw in tl.static_range(NWW):
+                g = tl.load(grow + gwoffs[mw], mask=cm).to(tl.float32)
+                if MODE != 0:
+                    g = g * (fdh * fws[mw])
+                gs = gs + (tl.where(idh & iws[mw], g, 0.0),)
+
+    nb = ()
+    if MODE == 0:
+        # the group's input neighbourhood, padding set to NaN (see _first_max_code)
+        e0d = od0 * SD - PD
+        e0h = oh0 * SH - PH
+        e0w = ow0 * SW - PW
+        xb = x_ptr + (n * sxn + c * sxc)
+        wms = ()
+        woffs = ()
+        for ew in tl.static_range((NWW - 1) * SW + KW):
+            wms = wms + (((e0w + ew) >= 0) & ((e0w + ew) < W),)
+            woffs = woffs + (_clamp(e0w + ew, W) * sxw,)
+        for ed in tl.static_range((NWD - 1) * SD + KD):
+            dd = e0d + ed
+            for eh in tl.static_range((R + NWH - 2) * SH + KH):
+                hh = e0h + eh
+                mdh = (dd >= 0) & (dd < D) & (hh >= 0) & (hh < H)
+                row = xb + (_clamp(dd, D) * sxd + _clamp(hh, H) * sxh)
+                for ew in tl.static_range((NWW - 1) * SW + KW):
+                    v = tl.load(row + woffs[ew], mask=cm).to(tl.float32)
+                    nb = nb + (tl.where(mdh & wms[ew], v, float("nan")),)
+
+    EH: tl.constexpr = (R + NWH - 2) * SH + KH
+    EW: tl.constexpr = (NWW - 1) * SW + KW
     codes = ()
     if MODE == 0:
-        # the input neighbourhood of the NW windows q - NW + 1 .. q, per axis:
-        # E = (NW - 1)*S + K elements from (q - NW + 1)*S - P
-        e0d = (qd - (NWD - 1)) * SD - PD
-        e0h = (qh - (NWH - 1)) * SH - PH
-        e0w = (qw - (NWW - 1)) * SW - PW
-        mds = ()
-        for e in tl.static_range(ED):
-            mds = mds + (((e0d + e) >= 0) & ((e0d + e) < D),)
-        mhs = ()
-        for e in tl.static_range(EH):
-            mhs = mhs + (((e0h + e) >= 0) & ((e0h + e) < H),)
-        mws = ()
-        for e in tl.static_range(EW):
-            mws = mws + (((e0w + e) >= 0) & ((e0w + e) < W),)
-        xb = x_ptr + (n * sxn + c * sxc)
-        nb = ()
-        for ed in tl.static_range(ED):
-            for eh in tl.static_range(EH):
-                row = (e0d + ed) * sxd + (e0h + eh) * sxh
-                mdh = valid & mds[ed] & mhs[eh]
-                for ew in tl.static_range(EW):
-                    v = tl.load(xb + row + (e0w + ew) * sxw, mask=mdh & mws[ew],
-                                other=float("-inf"))
-                    nb = nb + (v.to(tl.float32),)
-        for jd in tl.static_range(NWD):
-            for jh in tl.static_range(NWH):
-                for jw in tl.static_range(NWW):
-                    codes = codes + (_first_max_code(
-                        nb, mds, mhs, mws, (NWD - 1 - jd) * SD, (NWH - 1 - jh) * SH,
-                        (NWW - 1 - jw) * SW, EH, EW, KD, KH, KW),)
-
-    # the output gradient of each window q - j (over its divisor for averages)
-    gs = ()
-    gb = gy_ptr + (n * sgn + c * sgc)
-    for jd in tl.static_range(NWD):
-        od = qd - jd
-        vd = valid & (od >= 0) & (od < OD)
-        for jh in tl.static_range(NWH):
-            oh = qh - jh
-            vdh = vd & (oh >= 0) & (oh < OH)
-            for jw in tl.static_range(NWW):
-                ow = qw - jw
-                m = vdh & (ow >= 0) & (ow < OW)
-                g = tl.load(gb + od * sgd + oh * sgh + ow * sgw, mask=m, other=0.0)
-                g = g.to(tl.float32)
-                if MODE != 0:
-                    ld = _window_len(od, SD, PD, KD, D, MODE == 2)
-                    lh = _window_len(oh, SH, PH, KH, H, MODE == 2)
-                    lw = _window_len(ow, SW, PW, KW, W, MODE == 2)
-                    g = g * (1.0 / (ld * lh).to(tl.float32)) * (1.0 / lw.to(tl.float32))
-                gs = gs + (g,)
-
-    # each input of the block, once
+        # each window's first maximum, as its window offset (-1: none)
+        for md in tl.static_range(NWD):
+            for mh in tl.static_range(R + NWH - 1):
+                for mw in tl.static_range(NWW):
+                    codes = codes + (_first_max_code(nb, md * SD, mh * SH, mw * SW, EH, EW,
+                                                     KD, KH, KW),)
     gxb = gx_ptr + (n * sdn + c * sdc)
     for rd in tl.static_range(SD):
         idd = qd * SD - PD + rd
-        md = valid & (idd >= 0) & (idd < D)
-        for rh in tl.static_range(SH):
-            ih = qh * SH - PH + rh
-            mdh = md & (ih >= 0) & (ih < H)
-            for rw in tl.static_range(SW):
-                iw = qw * SW - PW + rw
-                m = mdh & (iw >= 0) & (iw < W)
-                acc = tl.zeros([BLOCK_A, BLOCK_B], tl.float32)
-                for jd in tl.static_range(NWD):
-                    for jh in tl.static_range(NWH):
-                        for jw in tl.static_range(NWW):
-                            if (jd * SD + rd < KD) and (jh * SH + rh < KH) and (jw * SW + rw < KW):
-                                # (constexpr indices: window j, and the offset of
-                                # this input inside it)
-                                if MODE == 0:
-                                    acc += tl.where(
-                                        codes[(jd * NWH + jh) * NWW + jw]
-                                        == ((jd * SD + rd) * KH + jh * SH + rh) * KW + jw * SW + rw,
-                                        gs[(jd * NWH + jh) * NWW + jw], 0.0)
-                                else:
-                                    acc += gs[(jd * NWH + jh) * NWW + jw]
-                tl.store(gxb + idd * sdd + ih * sdh + iw * sdw,
-                         acc.to(gx_ptr.dtype.element_ty), mask=m)
+        mdi = valid & (idd >= 0) & (idd < D)
+        for u in tl.static_range(R):
+            for rh in tl.static_range(SH):
+                ih = (qh0 + u) * SH - PH + rh
+                mhi = mdi & (ih >= 0) & (ih < H)
+                for rw in tl.static_range(SW):
+                    iw = qw * SW - PW + rw
+                    acc = tl.zeros([BLOCK_A, BLOCK_B], tl.float32)
+                    for jd in tl.static_range(NWD):
+                        for jh in tl.static_range(NWH):
+                            for jw in tl.static_range(NWW):
+                                if (jd * SD + rd < KD) and (jh * SH + rh < KH) and \
+                                        (jw * SW + rw < KW):
+                                    # window m = (NW-1-jd, u-jh+NWH-1, NW-1-jw) of the group;
+                                    # this input is at offset j*S + r inside it
+                                    if MODE == 0:
+                                        acc += tl.where(
+                                            codes[((NWD - 1 - jd) * (R + NWH - 1) + u - jh + NWH - 1)
+                                                  * NWW + NWW - 1 - jw]
+                                            == ((jd * SD + rd) * KH + jh * SH + rh) * KW
+                                            + jw * SW + rw,
+                                            gs[((NWD - 1 - jd) * (R + NWH - 1) + u - jh + NWH - 1)
+                                               * NWW + NWW - 1 - jw], 0.0)
+                                    else:
+                                        acc += gs[((NWD - 1 - jd) * (R + NWH - 1) + u - jh
+                                                   + NWH - 1) * NWW + NWW - 1 - jw]
+                    tl.store(gxb + idd * sdd + ih * sdh + iw * sdw,
+                             acc.to(gx_ptr.dtype.element_ty),
+                             mask=mhi & (iw >= 0) & (iw < W))
+
+
+@triton.jit
+def _first_max_code(nb, BD: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
+                    EH: tl.constexpr, EW: tl.constexpr,
+                    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr):
+    """Window offset ``(kd*KH + kh)*KW + kw`` of the first maximum (row-major)
+    of the window whose origin in the neighbourhood ``nb`` is ``(BD, BH, BW)``.
+    Padding is NaN there: the maximum ignores it (maxnum) and it never equals
+    the maximum, so the code is the first real maximal element. (A window
+    whose real elements include NaN sends its gradient to its first largest
+    number; -1 if it holds nothing else.)"""
+    m = nb[(BD * EH + BH) * EW + BW]
+    for kd in tl.static_range(KD):
+        for kh in tl.static_range(KH):
+            for kw in tl.static_range(KW):
+                if (kd + kh + kw) > 0:
+                    m = tl.maximum(m, nb[((BD + kd) * EH + BH + kh) * EW + BW + kw])
+    code = tl.full(m.shape, -1, tl.int32)
+    # reverse row-major order: the last assignment is the first match
+    for kd in tl.static_range(KD - 1, -1, -1):
+        for kh in tl.static_range(KH - 1, -1, -1):
+            for kw in tl.static_range(KW - 1, -1, -1):
+                code = tl.where(nb[((BD + kd) * EH + BH + kh) * EW + BW + kw] == m,
+                                (kd * KH + kh) * KW + kw, code)
+    return code
 
 
 # -- host side ------------------------------------------------------------------------------------
@@ -312,25 +410,48 @@ def empty_like_layout(x, shape):
 
 
 # Tile configuration. ``CONFIG_OVERRIDE`` (a dict updated by benchmarks) takes
-# precedence: keys 'fwd_elems', 'bwd_regs', 'num_warps', 'max_block_b'.
+# precedence over ``_DEFAULTS``:
+#   fwd_elems    outputs per program (forward)
+#   fwd_warps    warps per program (forward)
+#   fwd_rows     output rows per thread group, stride 1 / stride > 1 (forward)
+#   bwd_regs     budget of live float values per thread (backward)
+#   bwd_warps    warps per program (backward)
+#   bwd_rows     owner rows per group, stride 1 / stride > 1 (backward)
+#   max_block_b  widest tile column block
 CONFIG_OVERRIDE = {}
 
-_DEFAULTS = {"fwd_elems": 2048, "fwd_warps": 4, "bwd_regs": 128, "bwd_warps": 4,
-             "max_block_b": 128}
+_DEFAULTS = {"fwd_elems": 2048, "fwd_warps": 4, "fwd_rows": (8, 4), "bwd_regs": 160,
+             "bwd_warps": 4, "bwd_rows": (4, 2), "max_block_b": 128}
 
 
 def _cfg(key):
     return CONFIG_OVERRIDE.get(key, _DEFAULTS[key])
 
 
-def _tiles(cl, C, last, elems, x):
+def _tiles(cl, C, last, per_thread, x, warps):
+    """``(BLOCK_A, BLOCK_B)`` holding ``per_thread`` elements per thread."""
     if cl:
         cap = 128 if x.element_size() <= 2 else 64
         block_b = min(_pow2(C), cap, _cfg("max_block_b"))
     else:
         block_b = min(_pow2(last), _cfg("max_block_b"))
-    block_a = max(1, elems // block_b)
+    block_a = _pow2_floor(max(1, per_thread * 32 * warps // block_b))
     return block_a, block_b
+
+
+def _pick_rows(length, rmax, cost):
+    """Rows per group (1..rmax) minimising ``ceil(length/R) * cost(R)``."""
+    best, best_r = None, 1
+    for r in range(1, max(1, min(rmax, length)) + 1):
+        total = _cdiv(length, r) * cost(r)
+        if best is None or total < best - 1e-9:
+            best, best_r = total, r
+    return best_r
+
+
+def forward_rows(out_h, k_h, s_h):
+    rmax = _cfg("fwd_rows")[0 if s_h == 1 else 1]
+    return _pick_rows(out_h, rmax, lambda r: ((r - 1) * s_h + k_h) / 1.0)
 
 
 def pool_forward(x, pool_size, stride, pad, out_size, mode):
@@ -352,29 +473,56 @@ def pool_forward(x, pool_size, stride, pad, out_size, mode):
     P = _as_3(pad, nd, 0)
     D, H, W = x5.shape[2:]
     OD, OH, OW = y5.shape[2:]
+    R = forward_rows(OH, K[1], S[1])
+    OHG = _cdiv(OH, R)
     cl = channels_last(x)
     if cl:
-        a_total, b_total = N * OD * OH * OW, C
+        a_total, b_total = N * OD * OHG * OW, C
     else:
-        a_total, b_total = N * C * OD * OH, OW
-    block_a, block_b = _tiles(cl, C, OW, _cfg("fwd_elems"), x)
+        a_total, b_total = N * C * OD * OHG, OW
+    warps = _cfg("fwd_warps")
+    per_thread = max(1, _cfg("fwd_elems") // (32 * warps * R))
+    if cl:  # at least 16 bytes of channels per thread
+        per_thread = max(per_thread, min(16 // x.element_size(), _pow2(C)))
+    block_a, block_b = _tiles(cl, C, OW, per_thread, x, warps)
     grid = (_cdiv(a_total, block_a), _cdiv(b_total, block_b))
     pool_fwd_kernel[grid](
-        x5, y5, C, D, H, W, OD, OH, OW, a_total, b_total, *x5.stride(), *y5.stride(),
+        x5, y5, C, D, H, W, OD, OH, OW, OHG, a_total, b_total, *x5.stride(), *y5.stride(),
         KD=K[0], KH=K[1], KW=K[2], SD=S[0], SH=S[1], SW=S[2], PD=P[0], PH=P[1], PW=P[2],
-        MODE=MODES[mode], CL=cl, INT64=_needs_int64(x5, y5),
-        BLOCK_A=block_a, BLOCK_B=block_b, num_warps=_cfg("fwd_warps"))
+        MODE=MODES[mode], CL=cl, EVEN_B=b_total % block_b == 0, INT64=_needs_int64(x5, y5), R=R,
+        BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
     return y
 
 
 def backward_geometry(pool_size, stride, nd):
     """Per-axis ``(NW, E)`` of the backward: windows per owner block and the
-    neighbourhood extent, for the 3D-padded parameters."""
+    neighbourhood extent of one owner, for the 3D-padded parameters."""
     K = _as_3(pool_size, nd, 1)
     S = _as_3(stride, nd, 1)
     NW = tuple(_cdiv(k, s) for k, s in zip(K, S))
     E = tuple((w - 1) * s + k for w, s, k in zip(NW, S, K))
     return NW, E
+
+
+def backward_plan(x_shape, pool_size, stride, pad, mode):
+    """``(R, live)``: owner rows per group and the live float values per
+    group (window gradients, plus the neighbourhood for max)."""
+    nd = len(pool_size)
+    K = _as_3(pool_size, nd, 1)
+    S = _as_3(stride, nd, 1)
+    P = _as_3(pad, nd, 0)
+    H = ([1, 1] + list(x_shape[2:]))[-2]
+    QH = _cdiv(H + P[1], S[1])
+    NW, E = backward_geometry(pool_size, stride, nd)
+    rmax = _cfg("bwd_rows")[0 if S[1] == 1 else 1]
+
+    def live(r):
+        g = NW[0] * (r + NW[1] - 1) * NW[2]
+        if MODES[mode] == MAX:
+            g += E[0] * ((r + NW[1] - 2) * S[1] + K[1]) * E[2]
+        return g
+    R = _pick_rows(QH, rmax, lambda r: live(r) / 1.0)
+    return R, live(R)
 
 
 def pool_backward(x, grad_out, pool_size, stride, pad, mode):
@@ -393,24 +541,23 @@ def pool_backward(x, grad_out, pool_size, stride, pad, mode):
     D, H, W = x5.shape[2:]
     OD, OH, OW = g5.shape[2:]
     QD, QH, QW = (_cdiv(L + p, s) for L, p, s in zip((D, H, W), P, S))
-    NW, E = backward_geometry(pool_size, stride, nd)
+    NW, _ = backward_geometry(pool_size, stride, nd)
+    R, live = backward_plan(tuple(x.shape), pool_size, stride, pad, mode)
+    QHG = _cdiv(QH, R)
     cl = channels_last(x)
     if cl:
-        a_total, b_total = N * QD * QH * QW, C
+        a_total, b_total = N * QD * QHG * QW, C
     else:
-        a_total, b_total = N * C * QD * QH, QW
-    m = MODES[mode]
-    nw = NW[0] * NW[1] * NW[2]
-    live = 2 * nw + (E[0] * E[1] * E[2] if m == MAX else 0)
+        a_total, b_total = N * C * QD * QHG, QW
     warps = _cfg("bwd_warps")
-    per_thread = max(1, min(8, _pow2_floor(_cfg("bwd_regs") // max(1, live))))
-    block_a, block_b = _tiles(cl, C, QW, per_thread * 32 * warps, x)
+    vec = 16 // x.element_size()
+    per_thread = max(1, min(vec, _pow2_floor(_cfg("bwd_regs") // max(1, live))))
+    block_a, block_b = _tiles(cl, C, QW, per_thread, x, warps)
     grid = (_cdiv(a_total, block_a), _cdiv(b_total, block_b))
     pool_bwd_kernel[grid](
-        x5, g5, d5, C, D, H, W, OD, OH, OW, QD, QH, QW, a_total, b_total,
+        x5, g5, d5, C, D, H, W, OD, OH, OW, QD, QHG, QW, a_total, b_total,
         *x5.stride(), *g5.stride(), *d5.stride(),
         KD=K[0], KH=K[1], KW=K[2], SD=S[0], SH=S[1], SW=S[2], PD=P[0], PH=P[1], PW=P[2],
-        NWD=NW[0], NWH=NW[1], NWW=NW[2], ED=E[0], EH=E[1], EW=E[2],
-        MODE=m, CL=cl, INT64=_needs_int64(x5, g5, d5),
-        BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
+        NWD=NW[0], NWH=NW[1], NWW=NW[2], MODE=MODES[mode], CL=cl, EVEN_B=b_total % block_b == 0,
+        INT64=_needs_int64(x5, g5, d5), R=R, BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
     return gx
