@@ -648,3 +648,35 @@ def test_spp_vs_portable_and_compile_gpu():
     g1 = torch.autograd.grad(torch.compile(f, fullgraph=True)(xr), xr)[0]
     g2 = torch.autograd.grad(f(xr), xr)[0]
     torch.testing.assert_close(g1, g2)
+
+
+@gpu
+def test_dispatch_from_public_ops_gpu(monkeypatch):
+    """lasagne.ops.pool.pool / spatial_pyramid_pool (and so the layers) reach
+    the kernels on CUDA, eagerly and under torch.compile(fullgraph=True);
+    float64 and very large windows go to the portable path."""
+    from lasagne.ops import pool as P, spp as S
+    from lasagne.ops.triton import pool_kernels as pk, spp_kernels as sk
+    calls = []
+    real_pf, real_pb, real_sf = pk.pool_forward, pk.pool_backward, sk.spp_forward
+    monkeypatch.setattr(pk, "pool_forward", lambda *a: calls.append("pf") or real_pf(*a))
+    monkeypatch.setattr(pk, "pool_backward", lambda *a: calls.append("pb") or real_pb(*a))
+    monkeypatch.setattr(sk, "spp_forward", lambda *a: calls.append("sf") or real_sf(*a))
+    x = torch.randn(4, 16, 15, 13, device="cuda", requires_grad=True)
+    y = P.pool(x, (3, 3), (2, 2), (1, 1), "max")
+    y.sum().backward()
+    S.spatial_pyramid_pool(x, (4, 2, 1), "max", "fast")
+    assert calls == ["pf", "pb", "sf"]
+    calls.clear()
+
+    def f(t):
+        a = P.pool(t, (3, 3), (1, 1), (2, 2), "average_exc_pad")
+        return a.sum() + S.spatial_pyramid_pool(t, (4, 2, 1), "max", "fast").sum()
+    g1 = torch.autograd.grad(torch.compile(f, fullgraph=True)(x), x)[0]
+    assert "pf" in calls and "sf" in calls
+    g2 = torch.autograd.grad(f(x), x)[0]
+    torch.testing.assert_close(g1, g2)
+    calls.clear()
+    P.pool(x.double(), (3, 3), (2, 2), (1, 1), "max")
+    P.pool(x, (9, 9), (1, 1), (0, 0), "max")
+    assert calls == []

@@ -365,3 +365,12 @@ def _pool3d_separable(x, pool_size, stride, pad, mode, ignore_border):
         y = _pool_native(x.flatten(3), (kd, 1), (sd, 1), (pd, 0), mode, ignore_border)
         x = y.unflatten(3, (Ho, Wo))
     return x
+
+
+# --- CUDA fast path (lasagne.ops.pool_cuda; kernels by the GPU-kernel work) ------------------
+# Our Triton kernels, as the lasagne::pool custom op, take CUDA float32/float16/bfloat16
+# pooling; they decline (return None) what they do not cover and the portable path above
+# runs. pool_cuda imports Triton only inside its CUDA branch, never on import.
+from . import pool_cuda as _pool_cuda  # noqa: E402
+
+register_kernel("cuda", _pool_cuda.cuda_kernel)

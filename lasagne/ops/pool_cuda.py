@@ -27,6 +27,7 @@ tensors; it declines (returns None) what the kernels do not cover, and the
 portable path runs.
 """
 
+import importlib.util
 from typing import List
 
 import torch
@@ -37,6 +38,8 @@ __all__ = ["pool", "supported", "unsupported_reason", "cuda_kernel", "reference_
            "reference_pool_backward", "KERNEL_DTYPES"]
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# Whether Triton is installed (looked up without importing it).
+TRITON_FOUND = importlib.util.find_spec("triton") is not None
 
 # Largest window (elements) the kernels unroll; larger ones go to the portable path.
 MAX_WINDOW = 64
@@ -185,13 +188,31 @@ def unsupported_reason(x, pool_size, stride, pad, mode, ignore_border):
     reason = _geometry_reason(x, pool_size, stride, mode)
     if reason is not None:
         return reason
-    from .triton import unavailable_reason
-    return unavailable_reason(x)
+    if not TRITON_FOUND:
+        return "Triton is not installed"
+    return None
+
+
+def _geometry_ok(x, pool_size, stride, mode):
+    nd = len(pool_size)
+    if nd not in (1, 2, 3) or x.ndim != nd + 2:
+        return False
+    window, nw, e = 1, 1, 1
+    for k, s in zip(pool_size, stride):
+        w = -(-k // s)
+        window *= k
+        nw *= w
+        e *= (w - 1) * s + k
+    return (window <= MAX_WINDOW and nw <= MAX_WINDOWS_PER_INPUT
+            and (mode != "max" or e <= MAX_NEIGHBOURHOOD))
 
 
 def supported(x, pool_size, stride, pad, mode, ignore_border):
-    """True when the Triton kernels compute this case."""
-    return unsupported_reason(x, pool_size, stride, pad, mode, ignore_border) is None
+    """True when the Triton kernels compute this case (plain checks on
+    constants, so that ``torch.compile`` traces them;
+    :func:`unsupported_reason` says why not)."""
+    return (x.is_cuda and x.dtype in KERNEL_DTYPES and TRITON_FOUND
+            and _geometry_ok(x, pool_size, stride, mode))
 
 
 # Tests set this (with TRITON_INTERPRET=1) to send CPU tensors through the
@@ -205,8 +226,7 @@ def _use_kernels(x, pool_size, stride, pad, mode, ignore_border):
     if not ROUTE_CPU_THROUGH_INTERPRETER:
         return False
     from .triton import interpreting
-    return (interpreting() and x.dtype in KERNEL_DTYPES
-            and _geometry_reason(x, pool_size, stride, mode) is None)
+    return interpreting() and x.dtype in KERNEL_DTYPES and _geometry_ok(x, pool_size, stride, mode)
 
 
 # --- the custom ops ----------------------------------------------------------------------------

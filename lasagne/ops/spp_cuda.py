@@ -22,6 +22,7 @@ Registered with ``torch.library`` (fake implementation, autograd) so
 input's dtype); the backward op is not differentiable.
 """
 
+import importlib.util
 from typing import List
 
 import torch
@@ -30,6 +31,8 @@ __all__ = ["spatial_pyramid_pool", "supported", "unsupported_reason", "cuda_kern
            "reference_spp", "reference_spp_backward", "KERNEL_DTYPES"]
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# Whether Triton is installed (looked up without importing it).
+TRITON_FOUND = importlib.util.find_spec("triton") is not None
 # Most bins the kernels keep in registers for the max backward.
 MAX_BINS = 128
 
@@ -116,13 +119,20 @@ def unsupported_reason(x, pool_dims, mode, implementation):
     reason = _geometry_reason(x, pool_dims)
     if reason is not None:
         return reason
-    from .triton import unavailable_reason
-    return unavailable_reason(x)
+    if not TRITON_FOUND:
+        return "Triton is not installed"
+    return None
 
 
 def supported(x, pool_dims, mode, implementation):
-    """True when the Triton kernels compute this case."""
-    return unsupported_reason(x, pool_dims, mode, implementation) is None
+    """True when the Triton kernels compute this case (plain checks on
+    constants, so that ``torch.compile`` traces them;
+    :func:`unsupported_reason` says why not)."""
+    bins = 0
+    for n in pool_dims:
+        bins += n * n
+    return (x.is_cuda and x.dtype in KERNEL_DTYPES and TRITON_FOUND and x.ndim == 4
+            and bins <= MAX_BINS)
 
 
 # Tests set this (with TRITON_INTERPRET=1) to send CPU tensors through the
@@ -136,7 +146,8 @@ def _use_kernels(x, pool_dims, mode, implementation):
     if not ROUTE_CPU_THROUGH_INTERPRETER:
         return False
     from .triton import interpreting
-    return interpreting() and x.dtype in KERNEL_DTYPES and _geometry_reason(x, pool_dims) is None
+    return (interpreting() and x.dtype in KERNEL_DTYPES and x.ndim == 4
+            and sum(n * n for n in pool_dims) <= MAX_BINS)
 
 
 # --- the custom ops ------------------------------------------------------------------------------
