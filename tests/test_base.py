@@ -129,7 +129,7 @@ def test_parameters_copy_save_and_train(rng):
     (layer.W.sum() + layer.b.sum()).backward()
     opt.step()
     np.testing.assert_allclose(layer.b.detach().numpy(), np.full(3, -0.1), rtol=1e-6)
-    assert "aff.W" in repr(layer.W)
+    assert param_name(layer.W) == "aff.W"
 
 
 # --- MergeLayer ---------------------------------------------------------------
