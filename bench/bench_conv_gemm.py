@@ -372,7 +372,7 @@ def _tuned_key(kind, case, variant):
 
 # --- driver ---------------------------------------------------------------------------------------
 
-def run(results, cases=DEFAULT_CASES, variants=DEFAULT_VARIANTS, sweep_mode="quick",
+def run(results, cases=DEFAULT_CASES, variants=DEFAULT_VARIANTS, sweep_mode="none",
         sweep_cases=SWEEP_CASES, sweep_variants=SWEEP_VARIANTS, workers=None):
     """Append rows to ``results['rows']`` (see :mod:`bench.run`) and the
     details to ``results['conv_gemm']``."""
