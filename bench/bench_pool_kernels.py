@@ -100,6 +100,26 @@ def portable_pool(k, s, p, mode):
     return run
 
 
+def portable_spp(dims, mode):
+    """lasagne.ops.spp's portable path (matrix product for means) with our
+    kernel hook removed."""
+    try:
+        from lasagne.ops import spp as S
+    except ImportError:
+        return None
+
+    def run(t):
+        saved = dict(getattr(S, "_KERNELS", {}))
+        try:
+            if hasattr(S, "register_kernel"):
+                S.register_kernel("cuda", None)
+            return S.spatial_pyramid_pool(t, dims, mode, "kaiming")
+        finally:
+            if hasattr(S, "_KERNELS"):
+                S._KERNELS.update(saved)
+    return run
+
+
 def torch_spp(dims, mode):
     fn = F.adaptive_max_pool2d if mode == "max" else F.adaptive_avg_pool2d
     return lambda t: torch.cat([fn(t, n).flatten(2) for n in dims], 2)
@@ -172,19 +192,22 @@ def bench_spp(case, dtype_name, layout, copy_bw, rows, repeat):
         bwd = lambda: torch.ops.lasagne.spp_backward(gy, x, list(dims), mode, "kaiming")  # noqa
         fb = tensor_bytes(x, y)
         bb = tensor_bytes(gy, x) + (tensor_bytes(x) if mode == "max" else 0)
-        for what, fn, bfn, nbytes in [("fwd", lambda: ours(x), lambda: base(x), fb),
-                                      ("bwd", bwd, None, bb),
-                                      ("fwd+bwd", fwd_bwd(ours, x, gy), fwd_bwd(base, x, gy),
-                                       fb + bb)]:
+        port = portable_spp(dims, mode)
+        for what, fn, bfn, pfn, nbytes in [
+                ("fwd", lambda: ours(x), lambda: base(x), port and (lambda: port(x)), fb),
+                ("bwd", bwd, None, None, bb),
+                ("fwd+bwd", fwd_bwd(ours, x, gy), fwd_bwd(base, x, gy),
+                 port and fwd_bwd(port, x, gy), fb + bb)]:
             t = time_cuda(fn, repeat=repeat)["median_ms"]
             tb = time_cuda(bfn, repeat=repeat)["median_ms"] if bfn is not None else None
+            tp = time_cuda(pfn, repeat=repeat)["median_ms"] if pfn is not None else None
             rows.append(dict(
                 case=name + ("-max" if mode == "max" else "-mean"), shape=list(shape),
                 dims=list(dims), mode=mode, dtype=dtype_name, layout=layout, what=what, ms=t,
                 floor_ms=nbytes / copy_bw * 1e3, frac_copy_bw=gbps(nbytes, t) * 1e9 / copy_bw,
                 baseline="adaptive+cat" if tb else None, baseline_ms=tb,
                 baseline_frac=(gbps(nbytes, tb) * 1e9 / copy_bw) if tb else None,
-                speedup=(tb / t) if tb else None, check=check,
+                speedup=(tb / t) if tb else None, check=check, portable_ms=tp,
                 read_once_ms=tensor_bytes(x) / copy_bw * 1e3))
             print_row(rows[-1])
 
@@ -195,12 +218,15 @@ HEADER = "{:<16} {:<20} {:<5} {:<5} {:<8} {:>9} {:>7} {:>9} {:>9} {:>8} {:>8}  {
 
 
 def print_row(r):
-    print("{:<16} {:<20} {:<5} {:<5} {:<8} {:>9.4f} {:>6.2f}x {:>8.1%} {:>9} {:>8} {:>8}  {}".format(
+    extra = ""
+    if r.get("portable_ms"):
+        extra = "  (lasagne portable path {:.4f} ms)".format(r["portable_ms"])
+    print("{:<16} {:<20} {:<5} {:<5} {:<8} {:>9.4f} {:>6.2f}x {:>8.1%} {:>9} {:>8} {:>8}  {}{}".format(
         r["case"], "x".join(map(str, r["shape"])), r["dtype"], r["layout"], r["what"], r["ms"],
         r["ms"] / r["floor_ms"], r["frac_copy_bw"],
         "%.4f" % r["baseline_ms"] if r["baseline_ms"] else "-",
         "%.1f%%" % (100 * r["baseline_frac"]) if r["baseline_frac"] else "-",
-        "%.2fx" % r["speedup"] if r["speedup"] else "-", r["check"]), flush=True)
+        "%.2fx" % r["speedup"] if r["speedup"] else "-", r["check"], extra), flush=True)
 
 
 # --- parallel precompilation (fills Triton's cache before timing) ---------------------------
@@ -240,12 +266,13 @@ def precompile(jobs, workers):
 
 
 SWEEP_POOL = [
-    {}, {"fwd_elems": 1024}, {"fwd_elems": 4096, "fwd_warps": 8}, {"max_block_b": 64},
-    {"bwd_regs": 64}, {"bwd_regs": 256}, {"bwd_warps": 8, "bwd_regs": 256},
+    {}, {"fwd_elems": 1024}, {"fwd_elems": 4096, "fwd_warps": 8}, {"fwd_rows": (4, 2)},
+    {"max_block_b": 64}, {"bwd_regs": 80}, {"bwd_regs": 320}, {"bwd_rows": (2, 1)},
+    {"bwd_warps": 8},
 ]
 SWEEP_SPP = [
-    {}, {"block_p": 16}, {"block_p": 64}, {"warps": 2, "bwd_warps": 2}, {"wmax": 16},
-    {"bwd_block_p": 16}, {"bwd_block_p": 64, "bwd_warps": 8},
+    {}, {"cl_warps": 2}, {"cl_warps": 4}, {"block_p": 16}, {"block_p": 64, "warps": 8},
+    {"wmax": 16}, {"bwd_block_p": 16}, {"bwd_block_p": 64, "bwd_warps": 8},
 ]
 
 

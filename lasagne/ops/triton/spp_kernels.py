@@ -11,16 +11,19 @@ kernel, from ``L`` and ``n``):
   level) where the host found that it gives ``n`` bins (bit ``l`` of
   ``FAST_H``/``FAST_W``); kaiming elsewhere.
 
-Tiling: a program owns ``BLOCK_P`` planes ``(n, c)`` (consecutive channels)
-and computes every bin of every level for them. Loads are tiles
-``[BLOCK_P, WPAD]`` of one row segment of a bin: in a channels-last input the
-``BLOCK_P`` axis is contiguous (16-byte vectors over channels), in NCHW the
-row segment is. The first level pulls the program's planes from device
-memory; the other levels find them in L1/L2 (a program's planes are a few
-tens of KB), so device memory sees the input once.
+Forward: a program computes one bin (grid axis 0 runs over the bins of all
+levels) for a block of planes (axis 1); the bins of one plane block are
+consecutive programs, so device memory sees the input about once and the
+other bins re-read it from L2. Channels-last: the block is up to one warp
+of 16-byte channel vectors of one sample; each bin row is a statically
+unrolled run of independent loads (columns past the bin skipped by a
+uniform branch), rows in a runtime loop. NCHW: the tile is
+``[BLOCK_P planes, WPAD columns]`` of one bin row, reduced along the row.
+Max propagates NaN; means accumulate in float32.
 
-* Forward: per bin, a runtime loop over the bin's rows (and row chunks of
-  ``WPAD``), max (NaN propagates) or float32 sum.
+Backward: a program owns ``BLOCK_P`` whole planes (consecutive channels)
+and all their bins, with ``[BLOCK_P, WPAD]`` tiles of bin row segments.
+
 * Backward, max: per bin the first maximum in row-major order within the bin
   (NaN counts as the largest) -- the same pass as the forward -- then the
   program zero-fills its planes of ``grad_input``, and, after a barrier, adds
@@ -70,46 +73,80 @@ def _plane_setup(P_TOTAL, C, sxn, sxc, INT64: tl.constexpr, BLOCK_P: tl.constexp
 
 
 @triton.jit
-def _level_fwd(x_ptr, y_ptr, xb, yb, pvalid, H, W, fast_h, fast_w, sxh, sxw, syb,
-               NL: tl.constexpr, OFF: tl.constexpr, WPAD: tl.constexpr, MODE: tl.constexpr,
-               BLOCK_P: tl.constexpr):
-    wr = tl.arange(0, WPAD)
-    for bh in tl.static_range(NL):
-        hs, he = _bin(bh, H, NL, fast_h)
-        for bw in tl.static_range(NL):
-            ws, we = _bin(bw, W, NL, fast_w)
-            if MODE == 0:
-                acc = tl.full([BLOCK_P], float("-inf"), tl.float32)
-            else:
-                acc = tl.zeros([BLOCK_P], tl.float32)
-            for h in range(hs, he):
-                for w0 in range(ws, we, WPAD):
-                    w = w0 + wr
-                    m = pvalid[:, None] & (w < we)[None, :]
-                    ptr = xb[:, None] + (h * sxh + w * sxw)[None, :]
-                    if MODE == 0:
-                        v = tl.load(ptr, mask=m, other=float("-inf")).to(tl.float32)
-                        acc = _max_nan(acc, tl.reduce(v, 1, _max_nan))
-                    else:
-                        v = tl.load(ptr, mask=m, other=0.0).to(tl.float32)
-                        acc += tl.sum(v, 1)
-            if MODE != 0:
-                acc = acc / ((he - hs) * (we - ws)).to(tl.float32)
-            tl.store(yb + (OFF + bh * NL + bw) * syb, acc.to(y_ptr.dtype.element_ty), mask=pvalid)
+def _bin_rt(i, L, N: tl.constexpr, fast):
+    """``[start, end)`` of bin ``i`` (a runtime scalar) of ``N`` on an axis
+    of length ``L`` (``fast``: 1 for the fast bins, 0 for kaiming)."""
+    ks = (i * L) // N
+    ke = ((i + 1) * L + N - 1) // N
+    fs = i * (L // N)
+    fe = fs + (L + N - 1) // N
+    return ks + fast * (fs - ks), ke + fast * (fe - ke)
 
 
 @triton.jit
 def spp_fwd_kernel(x_ptr, y_ptr, C, H, W, P_TOTAL, FAST_H, FAST_W,
                    sxn, sxc, sxh, sxw, syn, syc, syb,
                    DIMS: tl.constexpr, OFFS: tl.constexpr, WPADS: tl.constexpr,
-                   MODE: tl.constexpr, INT64: tl.constexpr, BLOCK_P: tl.constexpr):
-    pl, pvalid, n, c = _plane_setup(P_TOTAL, C, sxn, sxc, INT64, BLOCK_P)
+                   MODE: tl.constexpr, CL: tl.constexpr, INT64: tl.constexpr,
+                   BLOCK_P: tl.constexpr):
+    """One bin (grid axis 0, all levels) of ``BLOCK_P`` planes (axis 1).
+
+    Channels-last: the tile is ``BLOCK_P`` consecutive channels of one
+    sample (16-byte vectors); each row of the bin is ``WPAD`` statically
+    unrolled masked loads (independent, in flight together), rows in a
+    runtime loop. NCHW: the tile is ``[BLOCK_P planes, WPAD columns]`` of one
+    bin row, reduced along the columns. Bins of one plane block are
+    consecutive programs, so the input is read from device memory about once
+    and re-read by the other bins from L2."""
+    b = tl.program_id(0)
+    pid = tl.program_id(1)
+    if INT64:
+        pid = pid.to(tl.int64)
+    pl = pid * BLOCK_P + tl.arange(0, BLOCK_P)
+    pvalid = pl < P_TOTAL
+    n = pl // C
+    c = pl % C
     xb = x_ptr + (n * sxn + c * sxc)
-    yb = y_ptr + (n * syn + c * syc)
+    yb = y_ptr + (n * syn + c * syc + b * syb)
     for lev in tl.static_range(len(DIMS)):
-        _level_fwd(x_ptr, y_ptr, xb, yb, pvalid, H, W, (FAST_H >> lev) & 1,
-                   (FAST_W >> lev) & 1, sxh, sxw, syb,
-                   DIMS[lev], OFFS[lev], WPADS[lev], MODE, BLOCK_P)
+        if (b >= OFFS[lev]) & (b < OFFS[lev] + DIMS[lev] * DIMS[lev]):
+            _one_bin(x_ptr, y_ptr, xb, yb, pvalid, b - OFFS[lev], H, W, (FAST_H >> lev) & 1,
+                     (FAST_W >> lev) & 1, sxh, sxw, DIMS[lev], WPADS[lev], MODE, CL, BLOCK_P)
+
+
+@triton.jit
+def _one_bin(x_ptr, y_ptr, xb, yb, pvalid, idx, H, W, fast_h, fast_w, sxh, sxw,
+             NL: tl.constexpr, WPAD: tl.constexpr, MODE: tl.constexpr, CL: tl.constexpr,
+             BLOCK_P: tl.constexpr):
+    hs, he = _bin_rt(idx // NL, H, NL, fast_h)
+    ws, we = _bin_rt(idx % NL, W, NL, fast_w)
+    if MODE == 0:
+        acc = tl.full([BLOCK_P], float("-inf"), tl.float32)
+    else:
+        acc = tl.zeros([BLOCK_P], tl.float32)
+    for h in range(hs, he):
+        for w0 in range(ws, we, WPAD):
+            if CL:
+                for dw in tl.static_range(WPAD):
+                    if w0 + dw < we:   # uniform over the program: a branch, not a mask
+                        ptr = xb + (h * sxh + (w0 + dw) * sxw)
+                        if MODE == 0:
+                            v = tl.load(ptr, mask=pvalid, other=float("-inf")).to(tl.float32)
+                            acc = _max_nan(acc, v)
+                        else:
+                            acc += tl.load(ptr, mask=pvalid, other=0.0).to(tl.float32)
+            else:
+                w = w0 + tl.arange(0, WPAD)
+                m = pvalid[:, None] & (w < we)[None, :]
+                ptr = xb[:, None] + (h * sxh + w * sxw)[None, :]
+                if MODE == 0:
+                    v = tl.load(ptr, mask=m, other=float("-inf")).to(tl.float32)
+                    acc = _max_nan(acc, tl.reduce(v, 1, _max_nan))
+                else:
+                    acc += tl.sum(tl.load(ptr, mask=m, other=0.0).to(tl.float32), 1)
+    if MODE != 0:
+        acc = acc / ((he - hs) * (we - ws)).to(tl.float32)
+    tl.store(yb, acc.to(y_ptr.dtype.element_ty), mask=pvalid)
 
 
 @triton.jit
@@ -282,7 +319,8 @@ def _needs_int64(*tensors):
 
 
 CONFIG_OVERRIDE = {}
-_DEFAULTS = {"block_p": 32, "warps": 4, "wmax": 32, "bwd_block_p": 32, "bwd_warps": 4}
+_DEFAULTS = {"block_p": 32, "warps": 4, "cl_warps": 1, "wmax": 32, "bwd_block_p": 32,
+             "bwd_warps": 4}
 
 
 def _cfg(key):
@@ -291,6 +329,15 @@ def _cfg(key):
 
 def _wpads(W, dims):
     return tuple(min(_pow2(_cdiv(W, n) + 1), _cfg("wmax")) for n in dims)
+
+
+def _fwd_block(x, C):
+    """Planes per forward program: channels-last, one warp of 16-byte channel
+    vectors (fewer when C is small); NCHW, ``block_p`` planes."""
+    if C > 1 and x.stride(1) == 1:
+        vec = 16 // x.element_size()
+        return min(_pow2(C), 32 * vec * _cfg("cl_warps")), True
+    return _cfg("block_p"), False
 
 
 def spp_forward(x, dims, mode, implementation):
@@ -305,12 +352,13 @@ def spp_forward(x, dims, mode, implementation):
     if y.numel() == 0:
         return y
     fh, fw = _fast_masks(H, W, dims, implementation)
-    block_p = _cfg("block_p")
-    grid = (_cdiv(N * C, block_p),)
+    block_p, cl = _fwd_block(x, C)
+    grid = (B, _cdiv(N * C, block_p))
     spp_fwd_kernel[grid](
         x, y, C, H, W, N * C, fh, fw, *x.stride(), *y.stride(),
-        DIMS=dims, OFFS=offs, WPADS=_wpads(W, dims), MODE=0 if mode == "max" else 1,
-        INT64=_needs_int64(x, y), BLOCK_P=block_p, num_warps=_cfg("warps"))
+        DIMS=dims, OFFS=offs, WPADS=_wpads(W, dims), MODE=0 if mode == "max" else 1, CL=cl,
+        INT64=_needs_int64(x, y), BLOCK_P=block_p,
+        num_warps=_cfg("cl_warps") if cl else _cfg("warps"))
     return y
 
 
