@@ -58,11 +58,12 @@ SPP_CASES = [
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 LAYOUTS = ("nchw", "cl")
+DEVICE = "cuda"
 
 
 def make_input(shape, dtype, layout, seed=0):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    x = torch.randn(shape, device="cuda", dtype=torch.float32, generator=g).to(dtype)
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    x = torch.randn(shape, device=DEVICE, dtype=torch.float32, generator=g).to(dtype)
     if layout == "cl":
         x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4
                          else torch.channels_last_3d)
@@ -285,7 +286,14 @@ def main():
     ap.add_argument("--sweep", action="store_true", help="also time tile configurations")
     ap.add_argument("--workers", type=int, default=12)
     ap.add_argument("--no-precompile", action="store_true")
+    ap.add_argument("--dry-run-cpu", action="store_true",
+                    help="check the script on CPU: tiny shapes, kernels through Triton's "
+                         "interpreter (needs TRITON_INTERPRET=1), wall-clock timer")
     args = ap.parse_args()
+    if args.dry_run_cpu:
+        _dry_run_setup()
+        args.no_precompile = True
+        args.repeat = 1
     dtypes = [d for d in args.dtypes.split(",") if d]
     layouts = [lay for lay in args.layouts.split(",") if lay]
     pool_cases = [c for c in POOL_CASES if args.only in c[0]]
@@ -306,8 +314,11 @@ def main():
                          for lay in layouts]
         precompile(jobs, args.workers)
 
-    copy_bw, _ = copy_bandwidth()
-    gpu = torch.cuda.get_device_name()
+    if args.dry_run_cpu:
+        copy_bw, gpu = 1e10, "cpu-dry-run"
+    else:
+        copy_bw, _ = copy_bandwidth()
+        gpu = torch.cuda.get_device_name()
     print("{}; device-to-device copy {:.0f} GB/s; torch {}".format(gpu, copy_bw / 1e9,
                                                                    torch.__version__))
     print(HEADER)
@@ -364,6 +375,29 @@ def main():
             json.dump(dict(gpu=gpu, torch=torch.__version__, copy_bytes_per_s=copy_bw,
                            rows=rows, sweep=sweep_rows), f, indent=1)
     print("wrote", path)
+
+
+def _dry_run_setup():
+    """Tiny shapes on CPU through the interpreter, timed with a wall clock."""
+    global DEVICE, time_cuda, POOL_CASES, SPP_CASES
+    DEVICE = "cpu"
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from test_pool_kernels import _fix_interpreter  # the interpreter's numpy-2 shims
+    _fix_interpreter()
+    pool_cuda.ROUTE_CPU_THROUGH_INTERPRETER = True
+    spp_cuda.ROUTE_CPU_THROUGH_INTERPRETER = True
+
+    def wall(fn, repeat=1, **kwargs):
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        return {"median_ms": (time.perf_counter() - t0) / repeat * 1e3}
+    time_cuda = wall
+
+    def shrink(shape):
+        return (1, 2) + tuple(max(3, s // 16) for s in shape[2:])
+    POOL_CASES = [(c[0], shrink(c[1])) + tuple(c[2:]) for c in POOL_CASES]
+    SPP_CASES = [(c[0], (1, 2) + tuple(c[1][2:]), c[2]) for c in SPP_CASES]
 
 
 if __name__ == "__main__":
