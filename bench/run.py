@@ -90,6 +90,7 @@ def main():
     names = [n for n in args.only.split(",") if n]
     if args.networks:
         names.append("bench_networks")
+    base = os.path.join(out_dir, "{}-{}".format(gpu, stamp))
     for name in names:
         try:
             module = importlib.import_module("bench." + name)
@@ -101,10 +102,11 @@ def main():
         except Exception:
             results["errors"][name] = traceback.format_exc()[-2000:]
             print("{} failed:\n{}".format(name, results["errors"][name]), flush=True)
+        # written after every benchmark, so that a run cut short keeps its numbers
+        with open(base + ".json", "w") as f:
+            json.dump(results, f, indent=1, default=str)
+        print("finished", name, flush=True)
     _print_table(results["rows"])
-    base = os.path.join(out_dir, "{}-{}".format(gpu, stamp))
-    with open(base + ".json", "w") as f:
-        json.dump(results, f, indent=1, default=str)
     _chart(results["rows"], base + ".png")
     print("wrote", base + ".json")
 
