@@ -89,6 +89,10 @@ def test_cudnn_really_used(monkeypatch, shape, axes, channels_last):
         torch.cuda.synchronize()
     names = sorted({e.name for e in prof.events() if e.device_type.name == "CUDA"})
     print("\n{} axes={} channels_last={}: kernels {}".format(shape, axes, channels_last, names))
+    if gpu.mode == "per-activation":
+        # measured 5-9x slower than PyTorch's own kernel: the dnn layer uses that
+        assert counter.calls == 0
+        return
     assert counter.calls == 1
     assert not any("batch_norm_collect_statistics" in n or "batch_norm_backward_reduce" in n
                    for n in names), "PyTorch's native batch-norm kernels ran: {}".format(names)
