@@ -234,10 +234,7 @@ def _spp_max(x, H, W, dims, implementation):
     return torch.cat(levels, 2)
 
 
-# --- CUDA fast path (lasagne.ops.spp_cuda; kernels by the GPU-kernel work) -------------------
-# One Triton kernel for all pyramid levels (the lasagne::spp custom op) takes CUDA
-# float32/float16/bfloat16 inputs; it declines (returns None) what it does not cover and
-# the portable path above runs. spp_cuda imports Triton only inside its CUDA branch.
-from . import spp_cuda as _spp_cuda  # noqa: E402
-
-register_kernel("cuda", _spp_cuda.cuda_kernel)
+# --- CUDA fast path (lasagne.ops.spp_cuda) ----------------------------------------------
+# One Triton kernel for all pyramid levels (the lasagne::spp custom op) plugs in through
+# register_kernel; lasagne.ops.use_triton_pooling() switches it on (not the default until
+# its GPU test run is clean, bench/NOTES.md).
