@@ -27,7 +27,8 @@ from bench.common import ceilings
 LAYER_BENCHES = ("bench_pool", "bench_batchnorm", "bench_conv", "bench_conv_gemm")
 
 
-def _print_table(rows):
+def print_table(rows):
+    """Print the rows of every benchmark as one table."""
     header = "{:10s} {:60s} {:>10s} {:>10s} {:>8s} {:>9s}".format(
         "bench", "case", "ours ms", "torch ms", "speedup", "vs floor")
     print(header)
@@ -106,7 +107,7 @@ def main():
         with open(base + ".json", "w") as f:
             json.dump(results, f, indent=1, default=str)
         print("finished", name, flush=True)
-    _print_table(results["rows"])
+    print_table(results["rows"])
     _chart(results["rows"], base + ".png")
     print("wrote", base + ".json")
 
