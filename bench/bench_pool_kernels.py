@@ -286,10 +286,15 @@ def main():
     ap.add_argument("--sweep", action="store_true", help="also time tile configurations")
     ap.add_argument("--workers", type=int, default=12)
     ap.add_argument("--no-precompile", action="store_true")
+    ap.add_argument("--run-gpu-tests", action="store_true",
+                    help="instead of benchmarking, run the pooling GPU tests as parallel pytest "
+                         "shards (Triton compiles on all cores), then exit")
     ap.add_argument("--dry-run-cpu", action="store_true",
                     help="check the script on CPU: tiny shapes, kernels through Triton's "
                          "interpreter (needs TRITON_INTERPRET=1), wall-clock timer")
     args = ap.parse_args()
+    if args.run_gpu_tests:
+        sys.exit(run_gpu_tests(args.workers))
     if args.dry_run_cpu:
         _dry_run_setup()
         args.no_precompile = True
@@ -375,6 +380,46 @@ def main():
             json.dump(dict(gpu=gpu, torch=torch.__version__, copy_bytes_per_s=copy_bw,
                            rows=rows, sweep=sweep_rows), f, indent=1)
     print("wrote", path)
+
+
+GPU_TEST_FILES = ("tests/test_pool_kernels.py", "tests/test_pool_gpu.py")
+
+
+def run_gpu_tests(shards):
+    """Run the pooling GPU tests in ``shards`` parallel pytest processes (each
+    compiles its own kernels; Triton's cache is shared) and report."""
+    import subprocess
+    files = [f for f in GPU_TEST_FILES if os.path.exists(os.path.join(ROOT, f))]
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "gpu"]
+                               + files, cwd=ROOT, capture_output=True, text=True).stdout
+    ids = [line.strip() for line in collected.splitlines() if "::" in line]
+    print("{} GPU tests in {} shards".format(len(ids), shards), flush=True)
+    t0 = time.time()
+    import tempfile
+    logdir = os.environ.get("OUT") or tempfile.mkdtemp(prefix="pool_gpu_tests_")
+    procs = []
+    for i in range(shards):
+        part = ids[i::shards]
+        if not part:
+            continue
+        listing = os.path.join(logdir, "gpu_tests_shard{}".format(i))
+        log = open(listing + ".log", "w")
+        procs.append((subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu",
+             "--maxfail=20", "--tb=short"] + part, cwd=ROOT, stdout=log,
+            stderr=subprocess.STDOUT), listing))
+    status = 0
+    for proc, listing in procs:
+        status |= proc.wait()
+        with open(listing + ".log") as f:
+            lines = f.read().splitlines()
+        failures = [ln for ln in lines if ln.startswith(("FAILED", "ERROR", "E "))]
+        print("--", os.path.basename(listing), "exit", proc.returncode, "|",
+              lines[-1] if lines else "", flush=True)
+        for ln in failures[:30]:
+            print("   ", ln[:300])
+    print("GPU tests done in {:.0f}s, exit status {}".format(time.time() - t0, status))
+    return status
 
 
 def _dry_run_setup():

@@ -482,8 +482,9 @@ def to_np(t):
 
 
 @gpu
-@pytest.mark.parametrize("case", GPU_POOL_CASES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case,dtype", [(c, d) for c in GPU_POOL_CASES
+                                        for d in (torch.float32, torch.bfloat16)]
+                         + [(c, torch.float16) for c in GPU_POOL_CASES[:4]])
 @pytest.mark.parametrize("cl", [False, True])
 def test_pool_kernels_gpu(case, dtype, cl, rng):
     pc = pool_cuda()

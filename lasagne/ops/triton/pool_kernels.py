@@ -85,7 +85,7 @@ def _split(a, b, A_TOTAL, B_TOTAL, C, OD, OH, OW, CL: tl.constexpr):
 
 
 @triton.jit
-def _window_len(o, S: tl.constexpr, P: tl.constexpr, K: tl.constexpr, L, EXC: tl.constexpr):
+def _window_len(o, S: tl.constexpr, P, K: tl.constexpr, L, EXC: tl.constexpr):
     """Divisor factor of window ``o`` on one axis (at least 1, also for the
     windows outside the output that the backward masks out)."""
     start = o * S - P
@@ -101,12 +101,20 @@ def _clamp(i, L):
     return tl.minimum(tl.maximum(i, 0), L - 1)
 
 
-@triton.jit
+_SIZES_FWD = ["C", "D", "H", "W", "OD", "OH", "OW", "OHG", "A_TOTAL", "B_TOTAL", "PD", "PH", "PW"]
+_SIZES_BWD = ["C", "D", "H", "W", "OD", "OH", "OW", "QD", "QHG", "QW", "A_TOTAL", "B_TOTAL",
+              "PD", "PH", "PW"]
+
+
+# Sizes and pads are not specialised on (one compiled kernel serves every
+# input size); strides are, since unit strides and 16-divisibility decide
+# the vector width of the loads.
+@triton.jit(do_not_specialize=_SIZES_FWD)
 def pool_fwd_kernel(x_ptr, y_ptr, C, D, H, W, OD, OH, OW, OHG, A_TOTAL, B_TOTAL,
                     sxn, sxc, sxd, sxh, sxw, syn, syc, syd, syh, syw,
                     KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                     SD: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-                    PD: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+                    PD, PH, PW,
                     MODE: tl.constexpr, CL: tl.constexpr, EVEN_B: tl.constexpr, INT64: tl.constexpr,
                     R: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
     """Each tile element is a group of ``R`` consecutive output rows (axis h):
@@ -187,7 +195,7 @@ def pool_fwd_kernel(x_ptr, y_ptr, C, D, H, W, OD, OH, OW, OHG, A_TOTAL, B_TOTAL,
 
 
 @triton.jit
-def _axis_factor(o, O, S: tl.constexpr, P: tl.constexpr, K: tl.constexpr, L, MODE: tl.constexpr):
+def _axis_factor(o, O, S: tl.constexpr, P, K: tl.constexpr, L, MODE: tl.constexpr):
     """Per axis, for window ``o``: whether it is an output window, and the
     factor of its gradient (1 for max, 1 / its divisor factor for averages)."""
     inside = (o >= 0) & (o < O)
@@ -197,13 +205,13 @@ def _axis_factor(o, O, S: tl.constexpr, P: tl.constexpr, K: tl.constexpr, L, MOD
         return inside, 1.0 / _window_len(o, S, P, K, L, MODE == 2).to(tl.float32)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZES_BWD)
 def pool_bwd_kernel(x_ptr, gy_ptr, gx_ptr, C, D, H, W, OD, OH, OW, QD, QHG, QW, A_TOTAL, B_TOTAL,
                     sxn, sxc, sxd, sxh, sxw, sgn, sgc, sgd, sgh, sgw,
                     sdn, sdc, sdd, sdh, sdw,
                     KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                     SD: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-                    PD: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+                    PD, PH, PW,
                     NWD: tl.constexpr, NWH: tl.constexpr, NWW: tl.constexpr,
                     MODE: tl.constexpr, CL: tl.constexpr, EVEN_B: tl.constexpr, INT64: tl.constexpr,
                     R: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
@@ -429,20 +437,27 @@ def _cfg(key):
 
 
 def _tiles(cl, C, last, per_thread, x, warps):
-    """``(BLOCK_A, BLOCK_B)`` holding ``per_thread`` elements per thread."""
+    """``(BLOCK_A, BLOCK_B)`` holding ``per_thread`` elements per thread
+    (at most one 16-byte vector when the channel count leaves a masked tail:
+    masked tiles compile poorly when larger)."""
     if cl:
         cap = 128 if x.element_size() <= 2 else 64
         block_b = min(_pow2(C), cap, _cfg("max_block_b"))
+        if C % block_b:
+            per_thread = min(per_thread, 16 // x.element_size())
     else:
-        block_b = min(_pow2(last), _cfg("max_block_b"))
+        block_b = min(max(16, _pow2(last)), _cfg("max_block_b"))
     block_a = _pow2_floor(max(1, per_thread * 32 * warps // block_b))
     return block_a, block_b
 
 
 def _pick_rows(length, rmax, cost):
-    """Rows per group (1..rmax) minimising ``ceil(length/R) * cost(R)``."""
+    """Rows per group (a power of two up to ``rmax``, so that few kernel
+    variants exist) minimising ``ceil(length/R) * cost(R)``."""
     best, best_r = None, 1
-    for r in range(1, max(1, min(rmax, length)) + 1):
+    for r in (1, 2, 4, 8, 16):
+        if r > max(1, rmax):
+            break
         total = _cdiv(length, r) * cost(r)
         if best is None or total < best - 1e-9:
             best, best_r = total, r
@@ -489,7 +504,7 @@ def pool_forward(x, pool_size, stride, pad, out_size, mode):
     pool_fwd_kernel[grid](
         x5, y5, C, D, H, W, OD, OH, OW, OHG, a_total, b_total, *x5.stride(), *y5.stride(),
         KD=K[0], KH=K[1], KW=K[2], SD=S[0], SH=S[1], SW=S[2], PD=P[0], PH=P[1], PW=P[2],
-        MODE=MODES[mode], CL=cl, EVEN_B=b_total % block_b == 0, INT64=_needs_int64(x5, y5), R=R,
+        MODE=MODES[mode], CL=cl, EVEN_B=(not cl) or b_total % block_b == 0, INT64=_needs_int64(x5, y5), R=R,
         BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
     return y
 
@@ -558,6 +573,7 @@ def pool_backward(x, grad_out, pool_size, stride, pad, mode):
         x5, g5, d5, C, D, H, W, OD, OH, OW, QD, QHG, QW, a_total, b_total,
         *x5.stride(), *g5.stride(), *d5.stride(),
         KD=K[0], KH=K[1], KW=K[2], SD=S[0], SH=S[1], SW=S[2], PD=P[0], PH=P[1], PW=P[2],
-        NWD=NW[0], NWH=NW[1], NWW=NW[2], MODE=MODES[mode], CL=cl, EVEN_B=b_total % block_b == 0,
+        NWD=NW[0], NWH=NW[1], NWW=NW[2], MODE=MODES[mode], CL=cl,
+        EVEN_B=(not cl) or b_total % block_b == 0,
         INT64=_needs_int64(x5, g5, d5), R=R, BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
     return gx

@@ -83,7 +83,12 @@ def _bin_rt(i, L, N: tl.constexpr, fast):
     return ks + fast * (fs - ks), ke + fast * (fe - ke)
 
 
-@triton.jit
+_SIZES = ["C", "H", "W", "P_TOTAL", "FAST_H", "FAST_W"]
+
+
+# Sizes are not specialised on (one compiled kernel per pow2 size bucket),
+# strides are (vector widths).
+@triton.jit(do_not_specialize=_SIZES)
 def spp_fwd_kernel(x_ptr, y_ptr, C, H, W, P_TOTAL, FAST_H, FAST_W,
                    sxn, sxc, sxh, sxw, syn, syc, syb,
                    DIMS: tl.constexpr, OFFS: tl.constexpr, WPADS: tl.constexpr,
@@ -191,7 +196,7 @@ def _level_argmax(x_ptr, xb, gb, pvalid, H, W, fast_h, fast_w, sxh, sxw, sgb,
     return codes, gs
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZES)
 def spp_bwd_max_kernel(x_ptr, gy_ptr, gx_ptr, C, H, W, P_TOTAL, FAST_H, FAST_W,
                        sxn, sxc, sxh, sxw, sgn, sgc, sgb, sdn, sdc, sdh, sdw,
                        DIMS: tl.constexpr, OFFS: tl.constexpr, WPADS: tl.constexpr,
@@ -247,7 +252,7 @@ def _level_rows(gb, pvalid, wcol, H, W, fast_h, fast_w, sgb,
     return ts, hss, hes
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZES)
 def spp_bwd_mean_kernel(gy_ptr, gx_ptr, C, H, W, P_TOTAL, FAST_H, FAST_W,
                         sgn, sgc, sgb, sdn, sdc, sdh, sdw,
                         DIMS: tl.constexpr, OFFS: tl.constexpr,
@@ -362,6 +367,14 @@ def spp_forward(x, dims, mode, implementation):
     return y
 
 
+def _mean_chunk(W, dims, block_p):
+    """Columns per chunk of the mean backward: its ``sum(n)`` row tiles of
+    ``[block_p, WCH]`` float32 stay within about 64 registers per thread."""
+    threads = 32 * _cfg("bwd_warps")
+    budget = _pow2(max(1, 64 * threads // (sum(dims) * block_p)) + 1) // 2
+    return max(4, min(_pow2(W), _cfg("wmax"), budget))
+
+
 def spp_backward(x, grad_out, dims, mode, implementation):
     """Gradient of :func:`spp_forward` with respect to ``x``, in ``x``'s
     layout (channels-last stays channels-last). ``x`` is read for max only."""
@@ -389,5 +402,5 @@ def spp_backward(x, grad_out, dims, mode, implementation):
         spp_bwd_mean_kernel[grid](
             grad_out, gx, C, H, W, N * C, fh, fw, *grad_out.stride(), *gx.stride(),
             DIMS=dims, OFFS=offs, INT64=int64, BLOCK_P=block_p,
-            WCH=min(_pow2(W), _cfg("wmax")), num_warps=_cfg("bwd_warps"))
+            WCH=_mean_chunk(W, dims, block_p), num_warps=_cfg("bwd_warps"))
     return gx
