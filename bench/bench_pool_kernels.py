@@ -269,7 +269,7 @@ def precompile(jobs, workers):
 SWEEP_POOL = [
     {}, {"fwd_elems": 1024}, {"fwd_elems": 4096, "fwd_warps": 8}, {"fwd_rows": (4, 2)},
     {"max_block_b": 64}, {"bwd_regs": 80}, {"bwd_regs": 320}, {"bwd_rows": (2, 1)},
-    {"bwd_warps": 8},
+    {"bwd_warps": 8}, {"max_bwd": "one_pass"}, {"max_bwd": "two_pass"},
 ]
 SWEEP_SPP = [
     {}, {"cl_warps": 2}, {"cl_warps": 4}, {"block_p": 16}, {"block_p": 64, "warps": 8},

@@ -196,7 +196,8 @@ def poisoned(fn):
     real_empty = torch.empty
 
     def empty(*args, **kwargs):
-        return real_empty(*args, **kwargs).fill_(float("nan"))
+        t = real_empty(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(77)
     torch.empty = empty
     try:
         return fn()
@@ -250,6 +251,28 @@ def test_pool_forward_backward_interp(case, mode, cl, rng):
     assert pk.channels_last(gx) == pk.channels_last(x)
     gref = ref_pool_grad(x.numpy(), gy.numpy(), k, s, p, mode)
     assert rel_err(gx.numpy(), gref) < 1e-6
+
+
+@cpu_interp
+@pytest.mark.parametrize("case", POOL_CASES)
+@pytest.mark.parametrize("strategy", ["one_pass", "two_pass"])
+@pytest.mark.parametrize("cl", [False, True])
+def test_pool_max_backward_strategies_interp(case, strategy, cl, rng):
+    """Both max backward strategies (argmax recomputed per owner block; or
+    first-max codes written by a first pass, then gathered), with ties."""
+    pk = kernels()
+    spatial, k, s, p = case
+    x = torch.from_numpy(rng.integers(-3, 2, size=(2, 3) + spatial).astype(np.float32))
+    x = layout(x, cl)
+    out = tuple(out_length(L, ki, si, pi, True) for L, ki, si, pi in zip(spatial, k, s, p))
+    gy = torch.from_numpy(rng.standard_normal((2, 3) + out)).float()
+    pk.CONFIG_OVERRIDE.update(max_bwd=strategy)
+    try:
+        gx = poisoned(lambda: pk.pool_backward(x, gy, k, s, p, "max"))
+    finally:
+        pk.CONFIG_OVERRIDE.clear()
+    gref = ref_pool_grad(x.numpy(), gy.numpy(), k, s, p, "max")
+    np.testing.assert_allclose(gx.numpy(), gref, rtol=1e-5, atol=1e-5)
 
 
 @cpu_interp

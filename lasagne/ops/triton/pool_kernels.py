@@ -194,6 +194,82 @@ def pool_fwd_kernel(x_ptr, y_ptr, C, D, H, W, OD, OH, OW, OHG, A_TOTAL, B_TOTAL,
         tl.store(ybase + oh * syh, acc.to(y_ptr.dtype.element_ty), mask=valid & (oh < OH))
 
 
+@triton.jit(do_not_specialize=_SIZES_FWD)
+def pool_argmax_kernel(x_ptr, c_ptr, C, D, H, W, OD, OH, OW, OHG, A_TOTAL, B_TOTAL,
+                       sxn, sxc, sxd, sxh, sxw, scn, scc, scd, sch, scw,
+                       KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+                       SD: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                       PD, PH, PW,
+                       CL: tl.constexpr, EVEN_B: tl.constexpr, INT64: tl.constexpr,
+                       R: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
+    """First pass of the two-pass max backward: the window offset
+    ``(kd*KH + kh)*KW + kw`` of every window's first maximum, as uint8 (255:
+    none). Same row-group sweep as :func:`pool_fwd_kernel`; padding is NaN
+    here (masked), which the maximum ignores and which never takes a code. A
+    row's code enters an output's only if its maximum is strictly larger
+    (NaN-ignoring), so the first maximum in row-major order wins."""
+    pa = tl.program_id(0)
+    if INT64:
+        pa = pa.to(tl.int64)
+    a = pa * BLOCK_A + tl.arange(0, BLOCK_A)
+    b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    valid = (a < A_TOTAL)[:, None] & (b < B_TOTAL)[None, :]
+    n, c, od, ohg, ow = _split(a, b, A_TOTAL, B_TOTAL, C, OD, OHG, OW, CL)
+    oh0 = ohg * R
+    d0 = od * SD - PD
+    h0 = oh0 * SH - PH
+    w0 = ow * SW - PW
+    xb = x_ptr + (n * sxn + c * sxc)
+    if CL and not EVEN_B:
+        cm = (b < B_TOTAL)[None, :]
+    else:
+        cm = None
+    woffs = ()
+    wms = ()
+    for kw in tl.static_range(KW):
+        woffs = woffs + (_clamp(w0 + kw, W) * sxw,)
+        wms = wms + (((w0 + kw) >= 0) & ((w0 + kw) < W),)
+    bests = ()
+    codes = ()
+    for j in tl.static_range(R):
+        bests = bests + (tl.full([BLOCK_A, BLOCK_B], float("nan"), tl.float32),)
+        codes = codes + (tl.full([BLOCK_A, BLOCK_B], 255, tl.int32),)
+    for kd in tl.static_range(KD):
+        dd = d0 + kd
+        for i in tl.static_range((R - 1) * SH + KH):
+            hh = h0 + i
+            rowm = (dd >= 0) & (dd < D) & (hh >= 0) & (hh < H)
+            row = xb + (_clamp(dd, D) * sxd + _clamp(hh, H) * sxh)
+            vs = ()
+            for kw in tl.static_range(KW):
+                v = tl.load(row + woffs[kw], mask=cm).to(tl.float32)
+                vs = vs + (tl.where(rowm & wms[kw], v, float("nan")),)
+            hv = vs[0]
+            for kw in tl.static_range(1, KW):
+                hv = tl.maximum(hv, vs[kw])
+            hc = tl.zeros([BLOCK_A, BLOCK_B], tl.int32)
+            for kw in tl.static_range(KW - 1, 0, -1):
+                hc = tl.where(vs[kw] == hv, kw, hc)
+            hc = tl.where(vs[0] == hv, 0, hc)
+            new_b = ()
+            new_c = ()
+            for j in tl.static_range(R):
+                if (i >= j * SH) and (i < j * SH + KH):
+                    # strictly larger, or the first real row (best still NaN)
+                    take = (hv > bests[j]) | ((bests[j] != bests[j]) & (hv == hv))
+                    new_b = new_b + (tl.where(take, hv, bests[j]),)
+                    new_c = new_c + (tl.where(take, (kd * KH + i - j * SH) * KW + hc, codes[j]),)
+                else:
+                    new_b = new_b + (bests[j],)
+                    new_c = new_c + (codes[j],)
+            bests = new_b
+            codes = new_c
+    cbase = c_ptr + (n * scn + c * scc + od * scd + ow * scw)
+    for j in tl.static_range(R):
+        oh = oh0 + j
+        tl.store(cbase + oh * sch, codes[j].to(tl.uint8), mask=valid & (oh < OH))
+
+
 @triton.jit
 def _axis_factor(o, O, S: tl.constexpr, P, K: tl.constexpr, L, MODE: tl.constexpr):
     """Per axis, for window ``o``: whether it is an output window, and the
@@ -206,14 +282,16 @@ def _axis_factor(o, O, S: tl.constexpr, P, K: tl.constexpr, L, MODE: tl.constexp
 
 
 @triton.jit(do_not_specialize=_SIZES_BWD)
-def pool_bwd_kernel(x_ptr, gy_ptr, gx_ptr, C, D, H, W, OD, OH, OW, QD, QHG, QW, A_TOTAL, B_TOTAL,
+def pool_bwd_kernel(x_ptr, gy_ptr, gx_ptr, c_ptr, C, D, H, W, OD, OH, OW, QD, QHG, QW,
+                    A_TOTAL, B_TOTAL,
                     sxn, sxc, sxd, sxh, sxw, sgn, sgc, sgd, sgh, sgw,
-                    sdn, sdc, sdd, sdh, sdw,
+                    sdn, sdc, sdd, sdh, sdw, scn, scc, scd, sch, scw,
                     KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                     SD: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                     PD, PH, PW,
                     NWD: tl.constexpr, NWH: tl.constexpr, NWW: tl.constexpr,
                     MODE: tl.constexpr, CL: tl.constexpr, EVEN_B: tl.constexpr, INT64: tl.constexpr,
+                    CODES_IN: tl.constexpr,
                     R: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
     """Each tile element is a group of owner blocks: one along d and w, ``R``
     consecutive along h. Owner ``q`` holds inputs ``q*S - P + r``,
@@ -258,16 +336,20 @@ def pool_bwd_kernel(x_ptr, gy_ptr, gx_ptr, C, D, H, W, OD, OH, OW, QD, QHG, QW, 
         iws = iws + (i_,)
         fws = fws + (f_,)
         gwoffs = gwoffs + (_clamp(ow0 + mw, OW) * sgw,)
-    # the output gradient of every window of the group (0 outside the output)
+    # the output gradient of every window of the group (0 outside the output),
+    # and with CODES_IN its first-max code from pool_argmax_kernel
     gs = ()
+    codes = ()
     if CL and not EVEN_B:
         cm = (b < B_TOTAL)[None, :]
     else:
         cm = None
     gb = gy_ptr + (n * sgn + c * sgc)
+    cb = c_ptr + (n * scn + c * scc)
     for md in tl.static_range(NWD):
         for mh in tl.static_range(R + NWH - 1):
             grow = gb + (_clamp(od0 + md, OD) * sgd + _clamp(oh0 + mh, OH) * sgh)
+            crow = cb + (_clamp(od0 + md, OD) * scd + _clamp(oh0 + mh, OH) * sch)
             idh = ids[md] & ihs[mh]
             fdh = fds[md] * fhs[mh]
             for mw in tl.static_range(NWW):
@@ -275,9 +357,12 @@ def pool_bwd_kernel(x_ptr, gy_ptr, gx_ptr, C, D, H, W, OD, OH, OW, QD, QHG, QW, 
                 if MODE != 0:
                     g = g * (fdh * fws[mw])
                 gs = gs + (tl.where(idh & iws[mw], g, 0.0),)
+                if CODES_IN:
+                    code = tl.load(crow + _clamp(ow0 + mw, OW) * scw, mask=cm)
+                    codes = codes + (code.to(tl.int32),)
 
     nb = ()
-    if MODE == 0:
+    if (MODE == 0) and not CODES_IN:
         # the group's input neighbourhood, padding set to NaN (see _first_max_code)
         e0d = od0 * SD - PD
         e0h = oh0 * SH - PH
@@ -300,8 +385,7 @@ def pool_bwd_kernel(x_ptr, gy_ptr, gx_ptr, C, D, H, W, OD, OH, OW, QD, QHG, QW, 
 
     EH: tl.constexpr = (R + NWH - 2) * SH + KH
     EW: tl.constexpr = (NWW - 1) * SW + KW
-    codes = ()
-    if MODE == 0:
+    if (MODE == 0) and not CODES_IN:
         # each window's first maximum, as its window offset (-1: none)
         for md in tl.static_range(NWD):
             for mh in tl.static_range(R + NWH - 1):
@@ -426,10 +510,11 @@ def empty_like_layout(x, shape):
 #   bwd_warps    warps per program (backward)
 #   bwd_rows     owner rows per group, stride 1 / stride > 1 (backward)
 #   max_block_b  widest tile column block
+#   max_bwd      'auto' (two passes where windows overlap), 'one_pass', 'two_pass'
 CONFIG_OVERRIDE = {}
 
 _DEFAULTS = {"fwd_elems": 2048, "fwd_warps": 4, "fwd_rows": (8, 4), "bwd_regs": 160,
-             "bwd_warps": 4, "bwd_rows": (4, 2), "max_block_b": 128}
+             "bwd_warps": 4, "bwd_rows": (4, 2), "max_block_b": 128, "max_bwd": "auto"}
 
 
 def _cfg(key):
@@ -519,9 +604,10 @@ def backward_geometry(pool_size, stride, nd):
     return NW, E
 
 
-def backward_plan(x_shape, pool_size, stride, pad, mode):
-    """``(R, live)``: owner rows per group and the live float values per
-    group (window gradients, plus the neighbourhood for max)."""
+def backward_plan(x_shape, pool_size, stride, pad, mode, codes_in=False):
+    """``(R, live)``: owner rows per group and the live values per group
+    element (window gradients, their codes with ``codes_in``, and for the
+    one-pass max backward the input neighbourhood)."""
     nd = len(pool_size)
     K = _as_3(pool_size, nd, 1)
     S = _as_3(stride, nd, 1)
@@ -532,24 +618,82 @@ def backward_plan(x_shape, pool_size, stride, pad, mode):
     rmax = _cfg("bwd_rows")[0 if S[1] == 1 else 1]
 
     def live(r):
-        g = NW[0] * (r + NW[1] - 1) * NW[2]
-        if MODES[mode] == MAX:
+        windows = NW[0] * (r + NW[1] - 1) * NW[2]
+        g = windows * (3 if codes_in else 2)
+        if MODES[mode] == MAX and not codes_in:
             g += E[0] * ((r + NW[1] - 2) * S[1] + K[1]) * E[2]
         return g
     R = _pick_rows(QH, rmax, lambda r: live(r) / 1.0)
     return R, live(R)
 
 
+def two_pass_backward(pool_size, stride, mode):
+    """Whether the max backward takes two passes (codes, then gather): when
+    windows overlap, so that recomputing every window's argmax per owner block
+    would cost more than writing and reading one byte per output."""
+    if mode != "max" or _cfg("max_bwd") == "one_pass":
+        return False
+    if _cfg("max_bwd") == "two_pass":
+        return True
+    return any(k > s for k, s in zip(pool_size, stride))
+
+
+def pool_argmax(x, pool_size, stride, pad, out_size):
+    """First pass of the two-pass max backward: each window's first-max
+    offset, uint8, in ``x``'s layout with the output's shape."""
+    nd = x.ndim - 2
+    N, C = x.shape[:2]
+    codes = _empty_codes(x, (N, C) + tuple(out_size))
+    x5, c5 = _as_5d(x, nd), _as_5d(codes, nd)
+    K = _as_3(pool_size, nd, 1)
+    S = _as_3(stride, nd, 1)
+    P = _as_3(pad, nd, 0)
+    D, H, W = x5.shape[2:]
+    OD, OH, OW = c5.shape[2:]
+    R = forward_rows(OH, K[1], S[1])
+    OHG = _cdiv(OH, R)
+    cl = channels_last(x)
+    if cl:
+        a_total, b_total = N * OD * OHG * OW, C
+    else:
+        a_total, b_total = N * C * OD * OHG, OW
+    warps = _cfg("fwd_warps")
+    per_thread = max(1, _cfg("fwd_elems") // (32 * warps * R))
+    if cl:
+        per_thread = max(per_thread, min(16 // x.element_size(), _pow2(C)))
+    block_a, block_b = _tiles(cl, C, OW, per_thread, x, warps)
+    grid = (_cdiv(a_total, block_a), _cdiv(b_total, block_b))
+    pool_argmax_kernel[grid](
+        x5, c5, C, D, H, W, OD, OH, OW, OHG, a_total, b_total, *x5.stride(), *c5.stride(),
+        KD=K[0], KH=K[1], KW=K[2], SD=S[0], SH=S[1], SW=S[2], PD=P[0], PH=P[1], PW=P[2],
+        CL=cl, EVEN_B=(not cl) or b_total % block_b == 0, INT64=_needs_int64(x5, c5), R=R,
+        BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
+    return codes
+
+
+def _empty_codes(x, shape):
+    import torch
+    if channels_last(x):
+        return torch.empty((shape[0],) + tuple(shape[2:]) + (shape[1],), dtype=torch.uint8,
+                           device=x.device).movedim(-1, 1)
+    return torch.empty(shape, dtype=torch.uint8, device=x.device)
+
+
 def pool_backward(x, grad_out, pool_size, stride, pad, mode):
     """Gradient of :func:`pool_forward` with respect to ``x``: a new tensor in
     ``x``'s layout. ``x`` is read only for max pooling (the argmax is
-    recomputed); ``grad_out`` may have any strides."""
+    recomputed: in the same kernel for non-overlapping windows, by
+    :func:`pool_argmax` first for overlapping ones); ``grad_out`` may have
+    any strides."""
     nd = x.ndim - 2
     N, C = x.shape[:2]
     gx = empty_like_layout(x, tuple(x.shape))
     if gx.numel() == 0:
         return gx
-    x5, g5, d5 = _as_5d(x, nd), _as_5d(grad_out, nd), _as_5d(gx, nd)
+    codes_in = two_pass_backward(pool_size, stride, mode)
+    codes = pool_argmax(x, pool_size, stride, pad, tuple(grad_out.shape[2:])) if codes_in \
+        else grad_out
+    x5, g5, d5, c5 = (_as_5d(t, nd) for t in (x, grad_out, gx, codes))
     K = _as_3(pool_size, nd, 1)
     S = _as_3(stride, nd, 1)
     P = _as_3(pad, nd, 0)
@@ -557,7 +701,7 @@ def pool_backward(x, grad_out, pool_size, stride, pad, mode):
     OD, OH, OW = g5.shape[2:]
     QD, QH, QW = (_cdiv(L + p, s) for L, p, s in zip((D, H, W), P, S))
     NW, _ = backward_geometry(pool_size, stride, nd)
-    R, live = backward_plan(tuple(x.shape), pool_size, stride, pad, mode)
+    R, live = backward_plan(tuple(x.shape), pool_size, stride, pad, mode, codes_in)
     QHG = _cdiv(QH, R)
     cl = channels_last(x)
     if cl:
@@ -570,10 +714,10 @@ def pool_backward(x, grad_out, pool_size, stride, pad, mode):
     block_a, block_b = _tiles(cl, C, QW, per_thread, x, warps)
     grid = (_cdiv(a_total, block_a), _cdiv(b_total, block_b))
     pool_bwd_kernel[grid](
-        x5, g5, d5, C, D, H, W, OD, OH, OW, QD, QHG, QW, a_total, b_total,
-        *x5.stride(), *g5.stride(), *d5.stride(),
+        x5, g5, d5, c5, C, D, H, W, OD, OH, OW, QD, QHG, QW, a_total, b_total,
+        *x5.stride(), *g5.stride(), *d5.stride(), *c5.stride(),
         KD=K[0], KH=K[1], KW=K[2], SD=S[0], SH=S[1], SW=S[2], PD=P[0], PH=P[1], PW=P[2],
         NWD=NW[0], NWH=NW[1], NWW=NW[2], MODE=MODES[mode], CL=cl,
-        EVEN_B=(not cl) or b_total % block_b == 0,
-        INT64=_needs_int64(x5, g5, d5), R=R, BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
+        EVEN_B=(not cl) or b_total % block_b == 0, INT64=_needs_int64(x5, g5, d5, c5),
+        CODES_IN=codes_in, R=R, BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
     return gx
