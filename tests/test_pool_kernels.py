@@ -676,11 +676,16 @@ def test_spp_vs_portable_and_compile_gpu():
 
 @gpu
 def test_dispatch_from_public_ops_gpu(monkeypatch):
-    """lasagne.ops.pool.pool / spatial_pyramid_pool (and so the layers) reach
-    the kernels on CUDA, eagerly and under torch.compile(fullgraph=True);
-    float64 and very large windows go to the portable path."""
-    from lasagne.ops import pool as P, spp as S
+    """Once switched on (lasagne.ops.use_triton_pooling), lasagne.ops.pool.pool
+    / spatial_pyramid_pool (and so the layers) reach the kernels on CUDA,
+    eagerly and under torch.compile(fullgraph=True); float64 and very large
+    windows go to the portable path."""
+    from lasagne.ops import pool as P, spp as S, use_triton_pooling
     from lasagne.ops.triton import pool_kernels as pk, spp_kernels as sk
+    # registrations go to copies, which monkeypatch drops afterwards
+    monkeypatch.setattr(P, "_KERNELS", dict(P._KERNELS))
+    monkeypatch.setattr(S, "_KERNELS", dict(S._KERNELS))
+    use_triton_pooling(True)
     calls = []
     real_pf, real_pb, real_sf = pk.pool_forward, pk.pool_backward, sk.spp_forward
     monkeypatch.setattr(pk, "pool_forward", lambda *a: calls.append("pf") or real_pf(*a))
