@@ -5,9 +5,7 @@ Semantics (Lasagne's, see :func:`lasagne.ops.pool.pool`): on each axis window
 
 * ``MAX``: the maximum over the window's real elements (padding never wins;
   NaN propagates). The backward sends the gradient to the *first* maximal
-  element in row-major window order ``(kd, kh, kw)`` (a NaN counts as larger
-  than every number, so a window holding NaN sends it to its first NaN) --
-  PyTorch's tie rule for finite values.
+  element in row-major window order ``(kd, kh, kw)`` -- PyTorch's tie rule.
 * ``AVG_INC``: window sum over the window clipped to the padded input
   ``[-P, L + P)`` (``K`` everywhere with ``ignore_border=True``; a clipped
   final window with ``ignore_border=False``).
@@ -17,16 +15,25 @@ Layouts. The kernels read the strides, so any strided input works; two tile
 shapes keep the loads coalesced for the two layouts that matter:
 
 * planar (NCHW / NCDHW): a program owns a ``[BLOCK_A, BLOCK_B]`` tile of
-  ``(rows = (n, c, d, h), columns = w)``: consecutive lanes walk along ``w``.
+  ``(rows = (n, c, d, h-group), columns = w)``: consecutive lanes walk along w.
 * channels-last (NHWC / NDHWC, ``stride(1) == 1``): the tile is
-  ``(rows = (n, d, h, w) positions, columns = channels)``: each lane loads
-  contiguous channels (16-byte vectors when ``C`` allows), and the spatial
-  index arithmetic is done once per row.
+  ``(rows = (n, d, h-group, w) positions, columns = channels)``: each lane
+  loads contiguous channels (16-byte vectors when ``C`` allows), and the
+  spatial index arithmetic is done once per row.
 
-Forward: one program per output tile; every window element is one masked
-tile load (overlapping windows of neighbouring outputs hit in L1, so device
-memory sees each input once), max in the input dtype, averages in float32.
-Only the output is written (no index tensor).
+Row groups (the haloed tile). Every tile element stands for ``R``
+consecutive rows along h: the ``(R-1)*S + K`` input rows they need are loaded
+once (each a run of ``KW`` loads that L1 serves for neighbouring columns) and
+folded into all the output rows whose windows hold them, so overlapping
+windows (3x3 stride 1 or 2) do not reload their shared rows.
+
+No masked loads for the spatial borders: out-of-range indices are clamped
+to the nearest edge. For max that is exact (every window holds a real
+element, so the clamped edge element lies in the same window); averages
+weight the clamped columns/rows by 0.
+
+Forward: only the output is written (no index tensor); max in float32 with
+NaN propagated, averages accumulated in float32.
 
 Backward (deterministic, no atomics): every *input* element gathers the
 gradient of the windows that contain it. The input is cut into blocks of
@@ -35,14 +42,27 @@ gradient of the windows that contain it. The input is cut into blocks of
 ``q - j`` for ``j*S + r < K``: the same ``NW = ceil(K/S)`` windows per axis
 for the whole block, and whether window ``j`` covers phase ``r``, and at which
 window offset, is known at compile time. A program takes a tile of owner
-blocks; per block it loads the input neighbourhood of its ``NW^d`` windows
-once (``((NW-1)*S + K)^d`` elements, max mode only), recomputes each window's
-first argmax as a window offset, loads each window's output gradient once,
-and then writes each of its ``S^d`` inputs exactly once: the sum, in a fixed
-order, of the window gradients whose argmax (max) is this input, or the
-window gradients over their divisors (averages). Inputs covered by no window
-get zero. So every element of ``grad_input`` is written once by one thread,
-and results are bitwise reproducible.
+blocks (grouped by ``R`` along h like the forward), loads each window's
+output gradient once, and writes each input exactly once: the sum, in a
+fixed order, of the gradients of the windows whose first maximum is this
+input (max), or of the window gradients over their divisors (averages).
+Inputs covered by no window get zero. Every element of ``grad_input`` is
+written once by one thread: results are bitwise reproducible.
+
+The max needs each window's first maximum (row-major window order). Two
+ways, chosen by :func:`two_pass_backward`:
+
+* one pass (non-overlapping windows, ``K <= S``): the program loads the input
+  neighbourhood of its windows (padding as NaN) and computes each window's
+  maximum (NaN-ignoring) and the first offset holding it;
+* two passes (overlapping windows): :func:`pool_argmax` first writes every
+  window's first-max offset as one byte (a forward-like sweep over ``x``),
+  then the gather pass reads code and gradient per window. This costs two
+  bytes per output but avoids recomputing each window's argmax for every
+  owner block that touches it.
+
+Windows holding NaN: the forward returns NaN; the backward sends the
+gradient to the window's first largest number (NaN is skipped).
 """
 
 import triton
@@ -529,7 +549,7 @@ def _tiles(cl, C, last, per_thread, x, warps):
         cap = 128 if x.element_size() <= 2 else 64
         block_b = min(_pow2(C), cap, _cfg("max_block_b"))
         if C % block_b:
-            per_thread = min(per_thread, 16 // x.element_size())
+            per_thread = min(per_thread, 4)
     else:
         block_b = min(max(16, _pow2(last)), _cfg("max_block_b"))
     block_a = _pow2_floor(max(1, per_thread * 32 * warps // block_b))
@@ -547,6 +567,17 @@ def _pick_rows(length, rmax, cost):
         if best is None or total < best - 1e-9:
             best, best_r = total, r
     return best_r
+
+
+def _fwd_per_thread(cl, C, K, S, R, x, warps):
+    """Tile elements (row groups) per thread in the forward sweeps: about
+    ``fwd_elems`` outputs per program, at most ~256 unrolled loads per thread
+    (the compiler hoists them all), at least one 16-byte channel vector."""
+    loads = K[0] * ((R - 1) * S[1] + K[1]) * K[2]
+    per_thread = max(1, min(_cfg("fwd_elems") // (32 * warps * R), 256 // loads))
+    if cl:
+        per_thread = max(per_thread, min(16 // x.element_size(), _pow2(C)))
+    return _pow2_floor(per_thread)
 
 
 def forward_rows(out_h, k_h, s_h):
@@ -581,9 +612,7 @@ def pool_forward(x, pool_size, stride, pad, out_size, mode):
     else:
         a_total, b_total = N * C * OD * OHG, OW
     warps = _cfg("fwd_warps")
-    per_thread = max(1, _cfg("fwd_elems") // (32 * warps * R))
-    if cl:  # at least 16 bytes of channels per thread
-        per_thread = max(per_thread, min(16 // x.element_size(), _pow2(C)))
+    per_thread = _fwd_per_thread(cl, C, K, S, R, x, warps)
     block_a, block_b = _tiles(cl, C, OW, per_thread, x, warps)
     grid = (_cdiv(a_total, block_a), _cdiv(b_total, block_b))
     pool_fwd_kernel[grid](
@@ -658,9 +687,7 @@ def pool_argmax(x, pool_size, stride, pad, out_size):
     else:
         a_total, b_total = N * C * OD * OHG, OW
     warps = _cfg("fwd_warps")
-    per_thread = max(1, _cfg("fwd_elems") // (32 * warps * R))
-    if cl:
-        per_thread = max(per_thread, min(16 // x.element_size(), _pow2(C)))
+    per_thread = _fwd_per_thread(cl, C, K, S, R, x, warps)
     block_a, block_b = _tiles(cl, C, OW, per_thread, x, warps)
     grid = (_cdiv(a_total, block_a), _cdiv(b_total, block_b))
     pool_argmax_kernel[grid](
