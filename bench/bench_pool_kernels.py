@@ -387,7 +387,8 @@ GPU_TEST_FILES = ("tests/test_pool_kernels.py", "tests/test_pool_gpu.py")
 
 def run_gpu_tests(shards):
     """Run the pooling GPU tests in ``shards`` parallel pytest processes (each
-    compiles its own kernels; Triton's cache is shared) and report."""
+    compiles its own kernels; Triton's cache is shared), with the Triton
+    kernels switched on (``lasagne.ops.use_triton_pooling``), and report."""
     import subprocess
     files = [f for f in GPU_TEST_FILES if os.path.exists(os.path.join(ROOT, f))]
     collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "gpu"]
@@ -404,8 +405,12 @@ def run_gpu_tests(shards):
             continue
         listing = os.path.join(logdir, "gpu_tests_shard{}".format(i))
         log = open(listing + ".log", "w")
+        # the kernels are opt-in: switch them on, so that test_pool_gpu.py (the
+        # portable ops' GPU tests) runs through them too
+        runner = ("import sys, pytest, lasagne.ops as o; o.use_triton_pooling(True); "
+                  "sys.exit(pytest.main(sys.argv[1:]))")
         procs.append((subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu",
+            [sys.executable, "-c", runner, "-q", "-p", "no:cacheprovider", "-m", "gpu",
              "--maxfail=20", "--tb=short"] + part, cwd=ROOT, stdout=log,
             stderr=subprocess.STDOUT), listing))
     status = 0

@@ -26,10 +26,11 @@ and all their bins, with ``[BLOCK_P, WPAD]`` tiles of bin row segments.
 
 * Backward, max: per bin the first maximum in row-major order within the bin
   (NaN counts as the largest) -- the same pass as the forward -- then the
-  program zero-fills its planes of ``grad_input``, and, after a barrier, adds
-  each bin's gradient at its argmax, bins in a fixed order, by the thread
-  that owns the plane. No atomics; the order of the additions is fixed, so
-  results are bitwise reproducible. (An element that is the maximum of
+  program zero-fills its planes of ``grad_input``, and then adds each bin's
+  gradient at its argmax, bins in a fixed order, by the thread that owns the
+  plane (a barrier before each level, whose tiles may map planes to other
+  threads). No atomics; the order of the additions is fixed, so results are
+  bitwise reproducible. (An element that is the maximum of
   several bins receives their sum accumulated in the output dtype.)
 * Backward, mean: separable. For a chunk of ``WCH`` columns, per level and
   bin row ``bh``, ``T[bh, w] = sum over bins bw containing w of
@@ -221,12 +222,17 @@ def spp_bwd_max_kernel(x_ptr, gy_ptr, gx_ptr, C, H, W, P_TOTAL, FAST_H, FAST_W,
             w = w0 + wz
             tl.store(db[:, None] + (h * sdh + w * sdw)[None, :], zero,
                      mask=pvalid[:, None] & (w < W)[None, :])
-    tl.debug_barrier()
-    # each bin's gradient onto its argmax, bins in order (same thread per plane)
-    for b in tl.static_range(len(codes)):
-        ptr = db + (codes[b] // W) * sdh + (codes[b] % W) * sdw
-        cur = tl.load(ptr, mask=pvalid, other=0.0).to(tl.float32)
-        tl.store(ptr, (cur + gs[b]).to(gx_ptr.dtype.element_ty), mask=pvalid)
+    # each bin's gradient onto its argmax, bins in order. Within a level every
+    # bin's values share one register layout, so one thread owns a plane's
+    # read-modify-writes; levels (tiles of other widths) may map a plane to
+    # another thread, so a barrier makes the previous level's (and the
+    # zero-fill's) stores visible before each level.
+    for lev in tl.static_range(len(DIMS)):
+        tl.debug_barrier()
+        for i in tl.static_range(DIMS[lev] * DIMS[lev]):
+            ptr = db + (codes[OFFS[lev] + i] // W) * sdh + (codes[OFFS[lev] + i] % W) * sdw
+            cur = tl.load(ptr, mask=pvalid, other=0.0).to(tl.float32)
+            tl.store(ptr, (cur + gs[OFFS[lev] + i]).to(gx_ptr.dtype.element_ty), mask=pvalid)
 
 
 @triton.jit
