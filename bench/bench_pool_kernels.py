@@ -3,6 +3,11 @@
     python bench/bench_pool_kernels.py                 # everything (precompiles in parallel)
     python bench/bench_pool_kernels.py --only spp      # cases whose name contains 'spp'
     python bench/bench_pool_kernels.py --sweep         # also try tile configurations
+    python bench/bench_pool_kernels.py --run-gpu-tests --workers 16
+        # instead: the pooling GPU tests (test_pool_kernels.py, test_pool_gpu.py) with
+        # the kernels switched on, in 16 parallel pytest shards (Triton compiles the
+        # kernel variants of the tests on all cores)
+    TRITON_INTERPRET=1 python bench/bench_pool_kernels.py --dry-run-cpu   # script check
 
 For every case, dtype (float32, bfloat16) and layout (NCHW, channels-last):
 time (CUDA events, median, L2 flushed before each repeat; bench/common.py) of
@@ -289,12 +294,14 @@ def main():
     ap.add_argument("--run-gpu-tests", action="store_true",
                     help="instead of benchmarking, run the pooling GPU tests as parallel pytest "
                          "shards (Triton compiles on all cores), then exit")
+    ap.add_argument("--test-files", default=",".join(GPU_TEST_FILES),
+                    help="with --run-gpu-tests: comma-separated test files")
     ap.add_argument("--dry-run-cpu", action="store_true",
                     help="check the script on CPU: tiny shapes, kernels through Triton's "
                          "interpreter (needs TRITON_INTERPRET=1), wall-clock timer")
     args = ap.parse_args()
     if args.run_gpu_tests:
-        sys.exit(run_gpu_tests(args.workers))
+        sys.exit(run_gpu_tests(args.workers, [f for f in args.test_files.split(",") if f]))
     if args.dry_run_cpu:
         _dry_run_setup()
         args.no_precompile = True
@@ -385,12 +392,12 @@ def main():
 GPU_TEST_FILES = ("tests/test_pool_kernels.py", "tests/test_pool_gpu.py")
 
 
-def run_gpu_tests(shards):
+def run_gpu_tests(shards, files=GPU_TEST_FILES):
     """Run the pooling GPU tests in ``shards`` parallel pytest processes (each
     compiles its own kernels; Triton's cache is shared), with the Triton
     kernels switched on (``lasagne.ops.use_triton_pooling``), and report."""
     import subprocess
-    files = [f for f in GPU_TEST_FILES if os.path.exists(os.path.join(ROOT, f))]
+    files = [f for f in files if os.path.exists(os.path.join(ROOT, f))]
     collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "gpu"]
                                + files, cwd=ROOT, capture_output=True, text=True).stdout
     ids = [line.strip() for line in collected.splitlines() if "::" in line]
