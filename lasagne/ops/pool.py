@@ -206,17 +206,18 @@ def pool_divisors(length, k, s, p, ignore_border, mode):
     return _window_counts(out, k, s, -p, 0, length)
 
 
-def _axis_plan(length, k, s, p, ignore_border, window_fits):
+def _axis_plan(length, k, s, p, ignore_border, window_fits, native_pad_ok=True):
     """How one axis is computed: ``(native_pad, explicit_lo, explicit_hi)``.
 
     ``native_pad`` goes to PyTorch (which allows at most ``k // 2``),
     ``explicit_*`` is added with ``F.pad`` beforehand. ``window_fits``: the
     PyTorch kernel also needs the unpadded input to be at least one window
-    long (its 3D kernels do).
+    long (its 3D kernels do). ``native_pad_ok=False`` pads explicitly
+    whenever there is padding.
     """
     too_short = window_fits and length < k
     if ignore_border:
-        if 2 * p <= k and not too_short:
+        if 2 * p <= k and not too_short and (native_pad_ok or p == 0):
             return p, 0, 0
         return 0, p, p
     out = pool_output_length(length, k, s, 0, False)
@@ -234,7 +235,9 @@ def _pool_native(x, pool_size, stride, pad, mode, ignore_border):
     explicit padding and divisor correction PyTorch needs for our semantics."""
     n = len(pool_size)
     lengths = tuple(x.shape[2:])
-    plans = [_axis_plan(L, k, s, p, ignore_border, window_fits=(n == 3))
+    native_pad_ok = mode == "max" or not _cuda_channels_last(x)
+    plans = [_axis_plan(L, k, s, p, ignore_border, window_fits=(n == 3),
+                        native_pad_ok=native_pad_ok)
              for L, k, s, p in zip(lengths, pool_size, stride, pad)]
     native_pad = tuple(pl[0] for pl in plans)
     explicit = any(pl[1] or pl[2] for pl in plans)
@@ -265,12 +268,22 @@ def _pool_native(x, pool_size, stride, pad, mode, ignore_border):
     return y * _outer_product(factors, y.dtype, y.device)
 
 
+def _cuda_channels_last(x):
+    """Whether ``x`` is a channels-last (and not also contiguous) CUDA batch."""
+    return (x.is_cuda and x.ndim == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
+# PyTorch 2.11's CUDA average pooling computes wrong input gradients for
+# channels-last batches when it pads itself (measured on an H100: 70-100% of
+# the gradient wrong, forward right), and when the gradient it receives has
+# another layout. Channels-last average pooling therefore pads explicitly
+# (``native_pad_ok`` in _pool_native) and receives a channels-last gradient.
+
 def _channels_last_grad(x, y):
     """``y``, whose gradient reaches PyTorch's average pooling in
-    channels-last layout when ``x`` is a channels-last CUDA batch: its CUDA
-    backward misreads a gradient of another layout (seen with torch 2.11)."""
-    if y.requires_grad and y.is_cuda and y.ndim == 4 and not x.is_contiguous() \
-            and x.is_contiguous(memory_format=torch.channels_last):
+    channels-last layout when ``x`` is a channels-last CUDA batch."""
+    if y.requires_grad and _cuda_channels_last(x):
         return _ChannelsLastGrad.apply(y)
     return y
 
