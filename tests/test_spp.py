@@ -72,6 +72,45 @@ def ref_spp(x, pool_dims, mode, implementation):
     return np.stack(features, axis=-1)
 
 
+def ref_spp_max_grad(x, gy, pool_dims, implementation):
+    """Gradient of max pyramid pooling: per level and bin, the whole ``gy``
+    of the bin goes to its first maximum in row-major order within the bin
+    (numpy's argmax of the flattened bin returns the first occurrence of
+    the maximum; a NaN counts as the maximum)."""
+    x, gy = np.asarray(x, np.float64), np.asarray(gy, np.float64)
+    N, C, H, W = x.shape
+    grad = np.zeros(x.shape)
+    k = 0
+    for n in pool_dims:
+        for r0, r1 in ref_bins(H, n, implementation):
+            for c0, c1 in ref_bins(W, n, implementation):
+                for b in range(N):
+                    for c in range(C):
+                        i, j = divmod(int(np.argmax(x[b, c, r0:r1, c0:c1])), c1 - c0)
+                        grad[b, c, r0 + i, c0 + j] += gy[b, c, k]
+                k += 1
+    return grad
+
+
+def tie_planes(rng, H, W):
+    """(1, 6, H, W) float64 planes full of exact ties: small integers, a
+    constant, zeros (as after a ReLU), a ReLU of small integers, all -inf,
+    and small integers with some +inf."""
+    mixed = rng.integers(0, 2, (H, W)).astype(np.float64)
+    mixed[rng.random((H, W)) < 0.2] = np.inf
+    planes = [rng.integers(0, 3, (H, W)), np.full((H, W), 1.5), np.zeros((H, W)),
+              np.maximum(rng.integers(-2, 3, (H, W)), 0), np.full((H, W), -np.inf), mixed]
+    return np.stack(planes).astype(np.float64)[None]
+
+
+def spp_max_grad(x, gy, pool_dims, implementation):
+    """Output and input gradient of the op (gy: numpy, any dtype)."""
+    x = x.detach().requires_grad_()
+    y = spatial_pyramid_pool(x, pool_dims, "max", implementation)
+    (g,) = torch.autograd.grad(y, x, torch.tensor(gy, dtype=x.dtype))
+    return y.detach(), g
+
+
 # --- the bins ------------------------------------------------------------------------
 
 def test_kaiming_bins_are_exact():
@@ -196,6 +235,126 @@ def test_max_gradient_goes_to_each_bins_maximum(rng):
                         expected[b, c, r0 + i, c0 + j] += weights[b, c, k].item()
                 k += 1
     np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-12, atol=1e-12)
+
+
+TIE_PYRAMIDS = [(4, 2, 1), (3, 2), (7, 5, 1), (6, 4, 3)]
+
+
+@pytest.mark.parametrize("implementation", ["fast", "kaiming"])
+def test_max_gradient_with_ties_goes_to_first_maximum(rng, implementation):
+    """Exact ties everywhere, sizes 1..7 (non-square too) and levels finer
+    than the input (bins of one level overlap, or coincide): each bin's
+    whole gradient goes to its first maximum in row-major order, as in
+    PyTorch's max pooling and the CUDA kernel (not split between ties).
+    Integer gradients: every sum is exact, so the comparison is too."""
+    for H in range(1, 8):
+        for W in range(1, 8):
+            x = tie_planes(rng, H, W)
+            for dims in TIE_PYRAMIDS:
+                gy = rng.integers(-8, 9, (1, x.shape[1], sum(n * n for n in dims)))
+                y, g = spp_max_grad(torch.tensor(x), gy, dims, implementation)
+                np.testing.assert_array_equal(y.numpy(), ref_spp(x, dims, "max", implementation))
+                np.testing.assert_array_equal(g.numpy(), ref_spp_max_grad(x, gy, dims,
+                                                                          implementation),
+                                              err_msg=str((H, W, dims)))
+
+
+def test_max_gradient_ties_overlapping_levels():
+    """A constant plane: every bin's first maximum is its first element, so
+    bins that start together (here all levels' first bins, and on a 2 x 3
+    input many bins of the finer levels) add up at one element."""
+    x = torch.ones(1, 1, 2, 3, dtype=torch.float64, requires_grad=True)
+    dims = (4, 2, 1)
+    y = spatial_pyramid_pool(x, dims, "max", "kaiming")
+    gy = torch.arange(1, 22, dtype=torch.float64).view(1, 1, 21)
+    (g,) = torch.autograd.grad(y, x, gy)
+    np.testing.assert_array_equal(g.numpy(), ref_spp_max_grad(x.detach().numpy(), gy.numpy(),
+                                                              dims, "kaiming"))
+    # kaiming bins of 2 rows in 4: [0,1) [0,1) [1,2) [1,2); of 3 columns: [0,1) [0,2) [1,3) [2,3)
+    expected = np.zeros((2, 3))
+    for k, (i, j) in enumerate((i, j) for i in (0, 0, 1, 1) for j in (0, 0, 1, 2)):
+        expected[i, j] += k + 1
+    expected[0, 0] += 17 + 21            # level 2: bins start at (0,0) (0,1) (1,0) (1,1)
+    expected[0, 1] += 18
+    expected[1, 0] += 19
+    expected[1, 1] += 20
+    np.testing.assert_array_equal(g[0, 0].numpy(), expected)
+
+
+def test_max_nan():
+    """A NaN in a bin makes its maximum NaN; the bin's gradient goes to its
+    first NaN (NaN counts as the largest value, as in the CUDA kernel)."""
+    nan, inf = float("nan"), float("inf")
+    x = np.array([[1.0, nan, 3.0, inf, 2.0],
+                  [nan, 0.0, inf, nan, 2.0],
+                  [4.0, 4.0, 1.0, 0.0, 4.0],
+                  [0.0, 4.0, 4.0, nan, 1.0]])[None, None]
+    for implementation in ("fast", "kaiming"):
+        for dims in [(4, 2, 1), (3, 1), (2,)]:
+            gy = np.arange(1.0, 1 + sum(n * n for n in dims))[None, None]
+            y, g = spp_max_grad(torch.tensor(x), gy, dims, implementation)
+            np.testing.assert_array_equal(y.numpy(), ref_spp(x, dims, "max", implementation))
+            np.testing.assert_array_equal(g.numpy(), ref_spp_max_grad(x, gy, dims,
+                                                                      implementation))
+    # the whole plane's maximum: the first NaN, at (0, 1)
+    y, g = spp_max_grad(torch.tensor(x), np.ones((1, 1, 1)), (1,), "fast")
+    assert torch.isnan(y).all() and g[0, 0, 0, 1] == 1 and g.sum() == 1
+
+
+@pytest.mark.parametrize("implementation", ["fast", "kaiming"])
+def test_max_gradcheck_channels_last_and_double_backward(rng, implementation):
+    """The autograd function of the max path on distinct values: gradcheck
+    on a channels-last input, and gradgradcheck (its backward is linear in
+    the incoming gradient)."""
+    dims = (4, 3, 1)
+    fn = lambda t: spatial_pyramid_pool(t, dims, "max", implementation)   # noqa: E731
+    shape = (2, 3, 5, 7)
+    values = rng.permutation(int(np.prod(shape))).reshape(shape) * 0.1
+    x = torch.tensor(values).to(memory_format=torch.channels_last).requires_grad_()
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_max_gradient_low_precision_channels_last(rng, dtype):
+    """Low precision, channels-last: against the float64 reference on the
+    same rounded input. Tie planes and integer gradients are exact in every
+    dtype; rounded random data (ties from the rounding) within rounding of
+    the gradient sums."""
+    for implementation in ("fast", "kaiming"):
+        for (H, W), dims in [((5, 7), (4, 2, 1)), ((7, 3), (6, 4, 3)), ((6, 6), (3, 2))]:
+            x = torch.tensor(tie_planes(rng, H, W), dtype=dtype)
+            x = x.to(memory_format=torch.channels_last)
+            gy = rng.integers(-8, 9, (1, x.shape[1], sum(n * n for n in dims)))
+            y, g = spp_max_grad(x, gy, dims, implementation)
+            assert y.dtype == dtype and g.dtype == dtype and g.shape == x.shape
+            np.testing.assert_array_equal(g.double().numpy(), ref_spp_max_grad(
+                x.double().numpy(), gy, dims, implementation))
+
+            x = torch.tensor(rng.standard_normal((2, 8, H, W)), dtype=dtype)
+            x = x.to(memory_format=torch.channels_last)
+            gy = torch.tensor(rng.standard_normal((2, 8, sum(n * n for n in dims))),
+                              dtype=dtype).double().numpy()
+            y, g = spp_max_grad(x, gy, dims, implementation)
+            expected = ref_spp_max_grad(x.double().numpy(), gy, dims, implementation)
+            tol = 1e-6 if dtype == torch.float32 else 1e-2
+            np.testing.assert_allclose(g.double().numpy(), expected, rtol=tol,
+                                       atol=tol * np.abs(expected).max())
+
+
+def test_max_backward_is_bitwise_deterministic(rng):
+    """Two backward passes (several threads, ties from rounding) agree bit
+    for bit."""
+    torch.set_num_threads(4)     # the fixture restores the thread count
+    x = torch.tensor(np.round(rng.standard_normal((4, 16, 17, 23)) * 2), dtype=torch.float32)
+    for xx in (x, x.to(memory_format=torch.channels_last)):
+        for dims, implementation in [((6, 3, 2, 1), "fast"), ((4, 3, 2, 1), "kaiming"),
+                                     ((9, 4, 1), "kaiming")]:
+            gy = rng.standard_normal((4, 16, sum(n * n for n in dims)))
+            _, g1 = spp_max_grad(xx, gy, dims, implementation)
+            _, g2 = spp_max_grad(xx, gy, dims, implementation)
+            assert torch.equal(g1, g2)
 
 
 # --- dtypes and layouts ----------------------------------------------------------------

@@ -23,15 +23,22 @@ How it is computed (portable path)
       of every level is a rectangle of whole cells. One ``scatter_reduce``
       takes the maximum of each cell, reading the input once; each level
       then takes the maximum over its bins' cells from that small cell grid.
-      Gradients go to the maxima (split evenly between exact ties); the
-      backward adds up repeated cells in a fixed (sorted) order and counts
-      ties exactly, so it is deterministic.
+      The gradient of a bin goes whole to its *first* maximum: among the
+      bin's elements equal to its maximum, the one with the smallest flat
+      index ``h*W + w`` (row-major order within the bin), as PyTorch's max
+      pooling and our CUDA kernel do. The backward (see :class:`_SppMax`)
+      is exact, bitwise reproducible (no two additions to one element ever
+      race) and needs memory of the order of the input. NaN counts as the
+      largest value: a bin holding a NaN has the maximum NaN, and its
+      gradient goes to the bin's first NaN.
 
 The constant index and weight tensors depend only on the input size and the
 arguments; they are built once per geometry and device (see
 :func:`lasagne.ops.pool.cached_constant`). A device kernel can take over
 through :func:`register_kernel`.
 """
+
+import collections
 
 import torch
 
@@ -188,50 +195,215 @@ def _cells(length, dims, implementation):
     return cell_of, ranges
 
 
-def _max_plan(H, W, dims, implementation, device):
-    """Index tensors for :func:`_spp_max`.
+_MaxPlan = collections.namedtuple("_MaxPlan", [
+    "num_cells", "cell_index", "positions", "cell_of_position", "cell_start", "levels"])
 
-    Returns ``(cell_index, num_cells, gathers)``: ``cell_index`` ``(1, 1,
-    H*W)`` maps each position to its cell (row-major over the cell grid);
-    ``gathers`` has per level either None (``n == 1``: the whole grid) or an
-    ``(n*n, R)`` index of each bin's cells, padded with ``num_cells`` (a cell
-    that holds ``-inf``).
+
+def _axis_colors(bins):
+    """Colors ``i % m`` for the bins of one axis, with the smallest ``m``
+    that makes bins of one color disjoint (starts and ends never decrease
+    along the axis, so bins ``m`` or more apart are disjoint)."""
+    m = 1
+    while any(bins[i + m][0] < bins[i][1] for i in range(len(bins) - m)):
+        m += 1
+    return [i % m for i in range(len(bins))], m
+
+
+def _max_plan(H, W, dims, implementation, device):
+    """Index tensors for :func:`_spp_max` and its backward.
+
+    Returns a ``_MaxPlan`` of
+
+    num_cells : int
+        The number of cells (the grid cut at every bin edge of every level);
+        index ``num_cells`` is one more, padding, cell.
+    cell_index : ``(1, 1, H*W)`` int64
+        The cell of each position (cells numbered row-major over the cell
+        grid).
+    positions : ``(1, 1, H*W)``
+        ``0 .. H*W-1`` (int32, or int64 from ``2**31 - 1`` positions on).
+    cell_of_position : ``(H*W + 1,)`` int64
+        ``cell_index`` flattened, then ``num_cells`` for the "no position"
+        value ``H*W``.
+    cell_start : ``(1, 1, num_cells)`` int64
+        The first position of each cell (row-major).
+    levels : tuple of ``(gather, by_color, color_ends)``, one per level
+        ``gather`` is None for ``n == 1`` (the whole grid), else an
+        ``(n*n, R)`` int64 index of each bin's cells, padded with
+        ``num_cells``. The bins of a level are colored such that bins of
+        one color are disjoint (color ``(i % m_rows, j % m_cols)`` for bin
+        row ``i`` and column ``j``, see :func:`_axis_colors`): ``by_color``
+        ``(n*n,)`` int64 lists the bins color by color (None for ``n ==
+        1``), and the tuple ``color_ends`` where each color's run ends.
     """
     rows_of, row_ranges = _cells(H, dims, implementation)
     cols_of, col_ranges = _cells(W, dims, implementation)
-    m_cols = cols_of[-1] + 1
-    num_cells = (rows_of[-1] + 1) * m_cols
+    m_rows, m_cols = rows_of[-1] + 1, cols_of[-1] + 1
+    num_cells = m_rows * m_cols
     cell_index = (torch.tensor(rows_of).view(H, 1) * m_cols + torch.tensor(cols_of).view(1, W))
-    gathers = []
+    levels = []
     for n, rr, cr in zip(dims, row_ranges, col_ranges):
         if n == 1:
-            gathers.append(None)
+            levels.append((None, None, (1,)))
             continue
         bins = [[r * m_cols + c for r in range(r0, r1) for c in range(c0, c1)]
                 for r0, r1 in rr for c0, c1 in cr]
         width = max(len(b) for b in bins)
         index = torch.tensor([b + [num_cells] * (width - len(b)) for b in bins])
-        gathers.append(index.to(device))
-    return cell_index.view(1, 1, H * W).to(device), num_cells, gathers
+        row_colors, row_m = _axis_colors(rr)
+        col_colors, col_m = _axis_colors(cr)
+        colors = [a * col_m + b for a in row_colors for b in col_colors]
+        by_color = sorted(range(n * n), key=lambda k: (colors[k], k))
+        ends = tuple(sum(1 for c in colors if c <= color) for color in range(row_m * col_m))
+        levels.append((index.to(device), torch.tensor(by_color).to(device), ends))
+    flat = cell_index.view(H * W)
+    first_row = {r: h for h, r in reversed(list(enumerate(rows_of)))}
+    first_col = {c: w for w, c in reversed(list(enumerate(cols_of)))}
+    cell_start = torch.tensor([first_row[r] * W + first_col[c]
+                               for r in range(m_rows) for c in range(m_cols)])
+    position_dtype = torch.int32 if H * W < 2 ** 31 - 1 else torch.int64
+    return _MaxPlan(
+        num_cells=num_cells,
+        cell_index=cell_index.view(1, 1, H * W).to(device),
+        positions=torch.arange(H * W, dtype=position_dtype).view(1, 1, H * W).to(device),
+        cell_of_position=torch.cat([flat, flat.new_tensor([num_cells])]).to(device),
+        cell_start=cell_start.view(1, 1, num_cells).to(device),
+        levels=tuple(levels))
+
+
+def _bin_cells(t, index):
+    """``t[:, :, index]`` for ``t`` of shape ``(N, C, cells)`` and a
+    ``(bins, R)`` index: ``(N, C, bins, R)`` (a gather from a broadcast
+    view; faster than advanced indexing on the CPU)."""
+    N, C, M = t.shape
+    bins, R = index.shape
+    return t.unsqueeze(2).expand(N, C, bins, M).gather(3, index.expand(N, C, bins, R))
+
+
+def _is_max(a, maximum):
+    """Where ``a`` is the maximum it entered: ``maximum`` is a max reduction
+    over values including ``a`` (so at least ``a``, or NaN when a NaN
+    entered it, as PyTorch's max reductions propagate NaN); ``a >= maximum``
+    is then ``a == maximum``, and a NaN ``a`` counts as the maximum."""
+    return (a >= maximum) | (a != a)
+
+
+class _SppMax(torch.autograd.Function):
+    """Max spatial pyramid pooling through the cell grid; the gradient of
+    each bin goes whole to its first maximum.
+
+    Forward: one ``scatter_reduce`` gives the maximum of every cell (the
+    "cell max"), then every level reduces its bins' cells. Saved for the
+    backward: the input, the cell maxima and the output.
+
+    Backward, for bin ``b`` with maximum ``y_b`` and gradient ``g_b``:
+
+    1. Each cell's first maximum: the smallest position ``p`` of the cell
+       with ``x[p]`` equal to the cell max (a ``scatter_reduce`` "amin" of
+       ``p`` where ``x`` equals its cell max, of ``H*W`` elsewhere; a NaN
+       equals a NaN cell max).
+    2. The first maximum of ``b``: the smallest of those over the cells of
+       ``b`` whose cell max equals ``y_b``. (Every element of ``b`` equal to
+       ``y_b`` lies in such a cell, and in such a cell the elements equal to
+       ``y_b`` are those equal to the cell max; row-major order within a
+       bin is the order of the flat index ``h*W + w``.)
+    3. ``g_b`` is added to a per-cell sum at the cell holding that
+       position. Bins of one level may overlap and pick the same cell, and
+       so may bins of different levels; so a level's bins are colored such
+       that the bins of one color are disjoint, and each color is one
+       ``scatter_add_`` whose targets are distinct cells. Every cell thus
+       receives its terms one per call, in a fixed order (levels in order,
+       colors in order): no two additions to one cell race, and the sums
+       are bitwise reproducible on any device. The sums are kept in
+       float32 for 16-bit inputs, otherwise in the input dtype.
+    4. Each cell's sum is written at the cell's first maximum: positions of
+       distinct cells differ, so this is a plain scatter into zeros.
+
+    NaN: the maximum of a bin holding a NaN is NaN (as the forward's
+    reductions propagate NaN), and its gradient goes to the bin's first NaN.
+    Memory, besides a few ``(N, C, H*W)`` tensors (the cell max of each
+    position, the positions in int32, a mask, the gradient) and
+    ``(N, C, cells)`` ones: per level the ``(N, C, bins, cells per bin)``
+    gathers the forward makes too. The backward is linear in the incoming
+    gradient and made of differentiable operations on it, so double
+    backward works (the selection itself is piecewise constant in the
+    input, with zero derivative).
+    """
+
+    @staticmethod
+    def forward(ctx, x, plan):
+        N, C, H, W = x.shape
+        num_cells = plan.num_cells
+        # the input is read once: the maximum of each cell (plus one -inf cell);
+        # (N, C, H*W) is a view for contiguous and channels_last inputs
+        cells = x.new_full((N, C, num_cells + 1), float("-inf"))
+        cells = cells.scatter_reduce(2, plan.cell_index.expand(N, C, H * W), x.flatten(2),
+                                     "amax")
+        levels = []
+        for index, _, _ in plan.levels:
+            if index is None:
+                levels.append(cells[:, :, :num_cells].amax(2, keepdim=True))
+            else:
+                levels.append(_bin_cells(cells, index).amax(3))
+        y = torch.cat(levels, 2)
+        ctx.save_for_backward(x, cells, y)
+        ctx.plan = plan
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, cells, y = ctx.saved_tensors
+        plan = ctx.plan
+        N, C, H, W = x.shape
+        HW, num_cells = H * W, plan.num_cells
+        acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        # 1. each cell's first maximum (H*W for the padding cell)
+        xf = x.flatten(2)
+        cell_max = cells.index_select(2, plan.cell_index.view(HW))
+        position = torch.where(_is_max(xf, cell_max), plan.positions, HW)
+        first = torch.full((N, C, num_cells + 1), HW, dtype=position.dtype, device=x.device)
+        first = first.scatter_reduce(2, plan.cell_index.expand(N, C, HW), position, "amin")
+        cell_grad = torch.zeros((N, C, num_cells + 1), dtype=acc, device=x.device)
+        offset = 0
+        for index, by_color, color_ends in plan.levels:
+            count = 1 if index is None else index.shape[0]
+            y_level = y[:, :, offset:offset + count]
+            g_level = grad_output[:, :, offset:offset + count].to(acc)
+            offset += count
+            # 2. each bin's first maximum (its position)
+            if index is None:
+                candidates = torch.where(_is_max(cells[:, :, :num_cells], y_level),
+                                         first[:, :, :num_cells], HW)
+                winner = candidates.amin(2, keepdim=True)
+            else:
+                candidates = torch.where(_is_max(_bin_cells(cells, index), y_level[..., None]),
+                                         _bin_cells(first, index), HW)
+                winner = candidates.amin(3)
+                winner = winner.index_select(2, by_color)
+                g_level = g_level.index_select(2, by_color)
+            # 3. the bins' gradients onto their winning cells, color by color:
+            # the cells of one color's bins are distinct
+            target = plan.cell_of_position.index_select(0, winner.view(-1)).view(winner.shape)
+            start = 0
+            for end in color_ends:
+                cell_grad.scatter_add_(2, target[:, :, start:end], g_level[:, :, start:end])
+                start = end
+        # 4. each cell's gradient at its first maximum. Every cell has one, and every
+        # bin a winner, as long as max reductions return one of their inputs or a
+        # NaN; should one ever not, the value H*W sends a bin's gradient to the
+        # padding cell and a cell's zero gradient to its start, instead of failing.
+        first = first[:, :, :num_cells]
+        destination = torch.where(first < HW, first.long(), plan.cell_start)
+        grad = torch.zeros((N, C, HW), dtype=x.dtype, device=x.device)
+        grad.scatter_(2, destination, cell_grad[:, :, :num_cells].to(x.dtype))
+        return grad.view(N, C, H, W), None
 
 
 def _spp_max(x, H, W, dims, implementation):
-    cell_index, num_cells, gathers = cached_constant(
+    plan = cached_constant(
         ("spp_max", H, W, dims, implementation, x.device),
         lambda: _max_plan(H, W, dims, implementation, x.device))
-    N, C = x.shape[:2]
-    # the input is read once: the maximum of each cell (plus one -inf cell)
-    cells = x.new_full((N, C, num_cells + 1), float("-inf"))
-    cells = cells.scatter_reduce(2, cell_index.expand(N, C, H * W), x.flatten(2), "amax")
-    levels = []
-    for index in gathers:
-        if index is None:
-            levels.append(cells[:, :, :num_cells].amax(2, keepdim=True))
-        else:
-            # advanced indexing: its backward accumulates repeated cells in a
-            # fixed order (sorted on CUDA), so it stays deterministic
-            levels.append(cells[:, :, index].amax(3))
-    return torch.cat(levels, 2)
+    return _SppMax.apply(x, plan)
 
 
 # --- CUDA fast path (lasagne.ops.spp_cuda) ----------------------------------------------
