@@ -211,9 +211,12 @@ class BatchNormLayer(Layer):
 
     def _update_averages(self, batch_mean, batch_inv_std):
         alpha = self.alpha
+        averages = [self.mean, self.inv_std]
+        batch = [batch_mean.to(self.mean.dtype), batch_inv_std.to(self.inv_std.dtype)]
         with torch.no_grad():
-            for average, batch in ((self.mean, batch_mean), (self.inv_std, batch_inv_std)):
-                average.mul_(1 - alpha).add_(batch.to(average.dtype), alpha=alpha)
+            # (1 - alpha) * average + alpha * batch, both averages in two launches
+            torch._foreach_mul_(averages, 1 - alpha)
+            torch._foreach_add_(averages, batch, alpha=alpha)
 
     # -- extension: statistics over every process (lasagne.distributed) ----------------------
 

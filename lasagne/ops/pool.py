@@ -381,6 +381,6 @@ def _pool3d_separable(x, pool_size, stride, pad, mode, ignore_border):
 
 
 # --- CUDA fast path (lasagne.ops.pool_cuda) ---------------------------------------------
-# Our Triton kernels (the lasagne::pool custom op) plug in through register_kernel; they
-# are switched on by lasagne.ops.use_triton_pooling(), not by default, until their GPU
-# test run is clean (bench/NOTES.md).
+# Our Triton kernels (the lasagne::pool custom op) plug in through register_kernel; by
+# default (lasagne.ops.use_triton_pooling('measured')) they take average pooling only,
+# where they measured faster than PyTorch's kernels (bench/NOTES.md).

@@ -408,5 +408,5 @@ def _spp_max(x, H, W, dims, implementation):
 
 # --- CUDA fast path (lasagne.ops.spp_cuda) ----------------------------------------------
 # One Triton kernel for all pyramid levels (the lasagne::spp custom op) plugs in through
-# register_kernel; lasagne.ops.use_triton_pooling() switches it on (not the default until
-# its GPU test run is clean, bench/NOTES.md).
+# register_kernel; by default (lasagne.ops.use_triton_pooling('measured')) it takes max
+# pyramid pooling, where it measured faster than the path below (bench/NOTES.md).
