@@ -589,3 +589,54 @@ def test_triton_kernels_interpreted(kernels, shape, dtype, relu):
         torch.testing.assert_close(dg, dgr, rtol=1e-4, atol=1e-3)
         torch.testing.assert_close(db, dbr, rtol=1e-4, atol=1e-3)
         torch.testing.assert_close(dx.float(), dxr.float(), **tol)
+
+
+def test_average_updates_applied_after_the_forward():
+    """The moving averages of every layer change once the forward is over
+    (the original's Theano updates): a layer later in the same forward still
+    sees the old values; the new ones are (1 - alpha) * old + alpha * batch,
+    per layer and alpha; a forward that fails updates nothing; a direct
+    get_output_for call updates at once."""
+    from lasagne.layers import ExpressionLayer, get_output
+    rng = np.random.default_rng(3)
+    l_in = InputLayer((6, 3, 4, 5))
+    bn1 = BatchNormLayer(l_in, alpha=0.25)
+    seen = {}
+
+    def peek(t):
+        seen["mean"] = bn1.mean.detach().clone()
+        return t
+    spy = ExpressionLayer(bn1, peek)
+    bn2 = BatchNormLayer(spy, alpha=0.5, axes=(0, 2))
+    for layer in (bn1, bn2):
+        layer.mean.data.copy_(torch.from_numpy(rng.normal(size=layer.mean.shape)))
+        layer.inv_std.data.copy_(torch.from_numpy(rng.uniform(0.5, 2, size=layer.mean.shape)))
+    old = {l: (l.mean.detach().clone().double(), l.inv_std.detach().clone().double())
+           for l in (bn1, bn2)}
+    x = rng.normal(size=(6, 3, 4, 5)) * 2 + 1
+    out = get_output(bn2, torch.tensor(x, dtype=torch.float32))
+    torch.testing.assert_close(seen["mean"].double(), old[bn1][0])
+    h = (x - x.mean((0, 2, 3), keepdims=True)) / np.sqrt(x.var((0, 2, 3), keepdims=True)
+                                                          + 1e-4)
+    for layer, data, axes, alpha in ((bn1, x, (0, 2, 3), 0.25), (bn2, h, (0, 2), 0.5)):
+        mean = data.mean(axes)
+        inv_std = 1 / np.sqrt(data.var(axes) + 1e-4)
+        want_mean = (1 - alpha) * old[layer][0].numpy() + alpha * mean
+        want_inv = (1 - alpha) * old[layer][1].numpy() + alpha * inv_std
+        np.testing.assert_allclose(layer.mean.detach().numpy(), want_mean, rtol=1e-5,
+                                   atol=1e-5)
+        np.testing.assert_allclose(layer.inv_std.detach().numpy(), want_inv, rtol=1e-4,
+                                   atol=1e-5)
+    assert out.shape == x.shape
+
+    before = [l.mean.detach().clone() for l in (bn1, bn2)]
+
+    def fail(t):
+        raise RuntimeError("failing layer")
+    broken = BatchNormLayer(ExpressionLayer(bn1, fail))
+    with pytest.raises(RuntimeError, match="failing layer"):
+        get_output(broken, torch.tensor(x, dtype=torch.float32))
+    torch.testing.assert_close(bn1.mean.detach(), before[0])
+
+    bn1.get_output_for(torch.tensor(x, dtype=torch.float32))
+    assert not torch.equal(bn1.mean.detach(), before[0])

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .. import utils
+from .averages import deferred_updates
 from .base import Layer, MergeLayer
 from .input import InputLayer
 
@@ -235,6 +236,16 @@ def evaluate(layer_or_layers, inputs, kwargs, fusions=None):
                              "tensor".format(len(input_layers)))
         outputs[input_layers[0]] = _as_input_tensor(inputs, input_layers[0]._where())
     compiling = torch.compiler.is_compiling()
+    with deferred_updates(enabled=not compiling):
+        outputs = _evaluate_layers(all_layers, outputs, fused_producers, fusions, kwargs,
+                                   compiling)
+    if isinstance(layer_or_layers, (list, tuple)):
+        return [outputs[l] for l in layer_or_layers]
+    return outputs[layer_or_layers]
+
+
+def _evaluate_layers(all_layers, outputs, fused_producers, fusions, kwargs, compiling):
+    """The loop of :func:`evaluate`: every layer's output, in order."""
     accepted = set(_ALWAYS_ACCEPTED)
     for layer in all_layers:
         if layer in outputs or layer in fused_producers:
@@ -285,9 +296,7 @@ def evaluate(layer_or_layers, inputs, kwargs, fusions=None):
         outputs[consumer if consumer is not None else layer] = result
     if kwargs and not compiling:
         _warn_unused_kwargs(kwargs, accepted)
-    if isinstance(layer_or_layers, (list, tuple)):
-        return [outputs[l] for l in layer_or_layers]
-    return outputs[layer_or_layers]
+    return outputs
 
 
 def _output_for(layer, consumer, layer_inputs, kwargs):

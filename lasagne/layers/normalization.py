@@ -6,6 +6,7 @@ from .. import init
 from .. import nonlinearities
 from ..ops import batchnorm as bn_ops
 from ..ops import batchnorm_sync as bn_sync
+from .averages import update_averages
 from .base import Layer
 from .special import NonlinearityLayer
 
@@ -210,13 +211,8 @@ class BatchNormLayer(Layer):
         return out
 
     def _update_averages(self, batch_mean, batch_inv_std):
-        alpha = self.alpha
-        averages = [self.mean, self.inv_std]
-        batch = [batch_mean.to(self.mean.dtype), batch_inv_std.to(self.inv_std.dtype)]
-        with torch.no_grad():
-            # (1 - alpha) * average + alpha * batch, both averages in two launches
-            torch._foreach_mul_(averages, 1 - alpha)
-            torch._foreach_add_(averages, batch, alpha=alpha)
+        # applied when the enclosing forward ends (lasagne.layers.averages)
+        update_averages([self.mean, self.inv_std], [batch_mean, batch_inv_std], self.alpha)
 
     # -- extension: statistics over every process (lasagne.distributed) ----------------------
 

@@ -306,11 +306,13 @@ def dnn_backend(x, axes, activation=None):
 def _params_in(gamma, beta, dtype, K, device, need_both):
     """gamma/beta as K-vectors of ``dtype``; ones/zeros for None when needed."""
     if gamma is not None:
-        gamma = gamma.to(dtype)
+        if gamma.dtype != dtype:
+            gamma = gamma.to(dtype)
     elif need_both:
         gamma = torch.ones(K, dtype=dtype, device=device)
     if beta is not None:
-        beta = beta.to(dtype)
+        if beta.dtype != dtype:
+            beta = beta.to(dtype)
     elif need_both:
         beta = torch.zeros(K, dtype=dtype, device=device)
     return gamma, beta

@@ -45,9 +45,9 @@ def _autocast(input, W):
     if not torch.is_autocast_enabled(device):
         return input, W
     dtype = torch.get_autocast_dtype(device)
-    if input.dtype in _AUTOCAST_ELIGIBLE:
+    if input.dtype != dtype and input.dtype in _AUTOCAST_ELIGIBLE:
         input = input.to(dtype)
-    if W.dtype in _AUTOCAST_ELIGIBLE:
+    if W.dtype != dtype and W.dtype in _AUTOCAST_ELIGIBLE:
         W = W.to(dtype)
     return input, W
 
