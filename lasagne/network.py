@@ -155,6 +155,7 @@ class Network(torch.nn.Module):
                                      "{}".format(layer._where(), outputs))
         self.layers = layers
         self.input_layers = input_layers
+        self._input_set = set(input_layers)
         self.output_layers = outputs
         self._key_of = {}
         self._register_params()
@@ -318,7 +319,8 @@ class Network(torch.nn.Module):
         if not torch.compiler.is_compiling():
             self._check_dtypes(feed)
         outputs = self.output_layers[0] if self._single_output else self.output_layers
-        return evaluate(outputs, feed, kwargs, self._fusions)
+        order = self.layers if feed.keys() == self._input_set else None
+        return evaluate(outputs, feed, kwargs, self._fusions, order)
 
     def _resolve_layer(self, key):
         if isinstance(key, Layer):

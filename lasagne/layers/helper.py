@@ -192,7 +192,7 @@ def get_output(layer_or_layers, inputs=None, **kwargs):
     return evaluate(layer_or_layers, inputs, kwargs)
 
 
-def evaluate(layer_or_layers, inputs, kwargs, fusions=None):
+def evaluate(layer_or_layers, inputs, kwargs, fusions=None, order=None):
     """:func:`get_output` with an optional fusion plan.
 
     Parameters
@@ -207,6 +207,9 @@ def evaluate(layer_or_layers, inputs, kwargs, fusions=None):
         ``producer.get_fused_output_for(producer_input, consumer.nonlinearity,
         **kwargs)``. Only pairs where the consumer is the producer's sole user
         may be given (``lasagne.Network`` builds such a plan).
+    order : list of Layer, optional
+        ``get_all_layers(layer_or_layers, treat_as_input=inputs' keys)``,
+        when the caller already has it (``lasagne.Network`` keeps it).
 
     Returns
     -------
@@ -219,7 +222,8 @@ def evaluate(layer_or_layers, inputs, kwargs, fusions=None):
                 raise TypeError("get_output: the keys of the inputs dict must be Layer "
                                 "instances, got {!r}".format(key))
     treat_as_input = list(inputs.keys()) if isinstance(inputs, dict) else []
-    all_layers = get_all_layers(layer_or_layers, treat_as_input)
+    all_layers = order if order is not None else get_all_layers(layer_or_layers,
+                                                                treat_as_input)
     outputs = {}
     for layer in all_layers:
         if isinstance(layer, InputLayer) and layer not in treat_as_input \
