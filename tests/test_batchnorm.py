@@ -640,3 +640,25 @@ def test_average_updates_applied_after_the_forward():
 
     bn1.get_output_for(torch.tensor(x, dtype=torch.float32))
     assert not torch.equal(bn1.mean.detach(), before[0])
+
+
+def test_average_updates_under_torch_compile():
+    """Traced by torch.compile(fullgraph=True), a training forward gives the
+    eager outputs and moves the averages exactly as the eager forward does."""
+    from lasagne.layers import get_output
+    torch.manual_seed(4)
+    nets = []
+    for _ in range(2):
+        l_in = InputLayer((5, 3, 4, 4))
+        a = BatchNormLayer(l_in, alpha=0.3)
+        b = BatchNormLayer(NonlinearityLayer(a, nonlinearities.rectify), alpha=0.2)
+        nets.append((a, b))
+    x = torch.randn(5, 3, 4, 4) * 2 + 1
+    eager = get_output(nets[0][1], x)
+    compiled = torch.compile(lambda t: get_output(nets[1][1], t), fullgraph=True,
+                             backend="aot_eager")(x)
+    torch.testing.assert_close(compiled, eager)
+    for le, lc in zip(nets[0], nets[1]):
+        torch.testing.assert_close(lc.mean, le.mean, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(lc.inv_std, le.inv_std, rtol=1e-6, atol=1e-6)
+        assert not torch.equal(lc.mean, torch.zeros_like(lc.mean))
