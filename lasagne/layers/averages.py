@@ -47,14 +47,14 @@ def update_averages(averages, batch, alpha):
 
 
 @contextlib.contextmanager
-def deferred_updates(enabled=True):
+def deferred_updates():
     """Collect :func:`update_averages` calls and apply them on exit (not if
     the block raises: a failed forward updates nothing).
 
-    ``enabled=False`` (used while ``torch.compile`` traces, which fuses the
-    updates itself) makes this a no-op.
+    While ``torch.compile`` traces, this is a no-op: :func:`update_averages`
+    then updates in place, and the compiler fuses the updates itself.
     """
-    if not enabled:
+    if torch.compiler.is_compiling():
         yield
         return
     pending = []

@@ -240,7 +240,7 @@ def evaluate(layer_or_layers, inputs, kwargs, fusions=None, order=None):
                              "tensor".format(len(input_layers)))
         outputs[input_layers[0]] = _as_input_tensor(inputs, input_layers[0]._where())
     compiling = torch.compiler.is_compiling()
-    with deferred_updates(enabled=not compiling):
+    with deferred_updates():
         outputs = _evaluate_layers(all_layers, outputs, fused_producers, fusions, kwargs,
                                    compiling)
     if isinstance(layer_or_layers, (list, tuple)):
