@@ -15,7 +15,8 @@ import torch
 
 from . import utils
 from .layers.base import Layer, MergeLayer
-from .layers.helper import evaluate, get_all_layers, get_output_shape
+from .layers.evaluation import EvaluationPlan, evaluate
+from .layers.helper import get_all_layers, get_output_shape
 from .layers.input import InputLayer
 from .layers.special import NonlinearityLayer
 
@@ -167,6 +168,8 @@ class Network(torch.nn.Module):
         self._conv_weights = self._find_conv_weights()
         self._weights_channels_last = True
         self._fusions = self._find_fusions() if fuse else {}
+        # the evaluation of a forward fed exactly the input layers, resolved once
+        self._plan = EvaluationPlan(self.layers, self.input_layers, self._fusions)
         self._to_channels_last()
 
     # -- construction ------------------------------------------------------------------------
@@ -239,6 +242,14 @@ class Network(torch.nn.Module):
                     and producer not in outputs and users.get(producer) == 1):
                 fusions[layer] = producer
         return fusions
+
+    def _fusions_within(self, layers, feed):
+        """The fusions that still hold when ``feed`` supplies the outputs of
+        some layers: both layers evaluated, neither given."""
+        members = set(layers)
+        return {consumer: producer for consumer, producer in self._fusions.items()
+                if consumer in members and producer in members
+                and consumer not in feed and producer not in feed}
 
     def _find_conv_weights(self):
         """The 4D and 5D convolution weights, which are kept in channels-last
@@ -319,8 +330,11 @@ class Network(torch.nn.Module):
         if not torch.compiler.is_compiling():
             self._check_dtypes(feed)
         outputs = self.output_layers[0] if self._single_output else self.output_layers
-        order = self.layers if feed.keys() == self._input_set else None
-        return evaluate(outputs, feed, kwargs, self._fusions, order)
+        if feed.keys() == self._input_set:
+            return evaluate(outputs, feed, kwargs, self._plan)
+        layers = get_all_layers(outputs, treat_as_input=list(feed))
+        return evaluate(outputs, feed, kwargs,
+                        EvaluationPlan(layers, feed, self._fusions_within(layers, feed)))
 
     def _resolve_layer(self, key):
         if isinstance(key, Layer):
@@ -335,7 +349,7 @@ class Network(torch.nn.Module):
         for input_layer, value in feed.items():
             if not isinstance(value, torch.Tensor) or not value.is_floating_point():
                 continue
-            if torch.is_autocast_enabled(value.device.type):
+            if utils.autocast_dtype(value.device.type) is not None:
                 continue
             for layer, param in self._input_consumers.get(input_layer, ()):
                 if param.dtype != value.dtype:

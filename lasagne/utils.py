@@ -9,6 +9,16 @@ import torch
 int_types = (numbers.Integral, np.integer)
 
 
+def autocast_dtype(device_type):
+    """The dtype ``torch.autocast`` casts to on ``device_type``, or None when
+    autocast is off there or does not exist for that device (e.g. 'meta')."""
+    if not torch.amp.is_autocast_available(device_type):
+        return None
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
 def param_name(param):
     """The name a layer gave a parameter (``'<layer name>.<attribute>'``).
 

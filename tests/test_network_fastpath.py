@@ -73,6 +73,30 @@ def test_fused_network_equals_get_output(float64, rng, training):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14)
 
 
+def test_feeding_a_fused_layer_uses_the_given_output(float64, rng):
+    """A dict input that supplies a fused batch-norm layer's output: the pair
+    is not fused for that call, the nonlinearity applies to the given value."""
+    l_in = InputLayer((None, 4))
+    top = batch_norm(DenseLayer(l_in, 3, name="d"))
+    bn = top.input_layer
+    net = Network(top)
+    assert net._fusions == {top: bn}
+    h = torch.tensor(rng.normal(size=(5, 3)))
+    np.testing.assert_array_equal(net({bn: h}).numpy(), np.maximum(h.numpy(), 0))
+    # and the usual input still runs the fused pair
+    x = torch.tensor(rng.normal(size=(5, 4)))
+    np.testing.assert_allclose(net(x).detach().numpy(),
+                               get_output(top, x).detach().numpy(), rtol=1e-12)
+
+
+def test_meta_device_forward_gives_shapes():
+    """A network on the meta device (no data, no autocast there) runs and
+    infers the output shape."""
+    net = Network(_conv_net()).to("meta")
+    out = net(torch.empty(2, 3, 9, 9, device="meta"))
+    assert out.is_meta and out.shape == (2, 3)
+
+
 def test_memory_format_argument():
     with pytest.raises(ValueError, match="memory_format"):
         Network(DenseLayer(InputLayer((None, 2)), 2), memory_format="nhwc")

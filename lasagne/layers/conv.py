@@ -11,7 +11,7 @@ import torch
 
 from .. import init
 from .. import nonlinearities
-from ..ops.conv import ALGORITHMS, add_bias, conv_nd
+from ..ops.conv import ALGORITHMS, add_bias, convolve
 from ..ops.lengths import check_positive_lengths, conv_output_length, resolve_conv_pad
 from ..utils import int_types
 from .base import Layer
@@ -181,8 +181,8 @@ class BaseConvLayer(Layer):
 
     def convolve(self, input, **kwargs):
         """The convolution alone (no bias, no nonlinearity)."""
-        return conv_nd(input, self.W, self.stride, self._pads, self.flip_filters,
-                       self.num_groups, self.algorithm, where=self._where())
+        return convolve(input, self.W, self.stride, self._pads, self.flip_filters,
+                        self.num_groups, self.algorithm, where=self._where())
 
 
 class Conv1DLayer(BaseConvLayer):

@@ -201,9 +201,9 @@ class BatchNormLayer(Layer):
             out = bn_ops.batch_norm_infer(input, mean, inv_std, self.gamma, self.beta,
                                           self.axes, activation)
         else:
-            out, batch_mean, batch_inv_std = bn_ops.batch_norm_train(
+            out, batch_mean, batch_inv_std = bn_ops.batch_norm_train_resolved(
                 input, self.gamma, self.beta, self.axes, self.epsilon, activation,
-                backend=self._train_backend(input, activation))
+                self._train_backend(input, activation))
         if update:
             self._update_averages(batch_mean, batch_inv_std)
         if apply_after:

@@ -54,6 +54,7 @@ from typing import Optional
 import torch
 
 __all__ = ["spatial_axes", "normalize_axes", "param_shape", "batch_norm_train",
+           "batch_norm_train_resolved",
            "batch_norm_infer", "batch_norm_stats", "cudnn_unavailable_reason",
            "triton_unavailable_reason", "BACKENDS"]
 
@@ -258,19 +259,27 @@ def batch_norm_train(x, gamma=None, beta=None, axes="auto", epsilon=1e-4, activa
     """
     if activation not in ACTIVATIONS:
         raise ValueError("activation must be None or 'relu', got {!r}".format(activation))
-    axes = normalize_axes(axes, x.ndim)
+    if backend not in BACKENDS:
+        raise ValueError("backend must be one of {}, got {!r}".format(BACKENDS, backend))
+    return batch_norm_train_resolved(x, gamma, beta, normalize_axes(axes, x.ndim), epsilon,
+                                     activation, backend)
+
+
+def batch_norm_train_resolved(x, gamma, beta, axes, epsilon, activation, backend):
+    """:func:`batch_norm_train` on resolved arguments: ``axes`` as
+    :func:`normalize_axes` returns them, ``activation`` and ``backend``
+    valid. What layers call on every forward."""
     if backend == "dnn":
         backend = dnn_backend(x, axes, activation)
     if backend == "native":
         y, mean, inv_std = _train_native(x, gamma, beta, axes, epsilon)
     elif backend == "cudnn":
         y, mean, inv_std = _train_cudnn(x, gamma, beta, axes, epsilon)
-    elif backend == "triton":
-        return _train_triton(x, gamma, beta, axes, epsilon, activation)
     else:
-        raise ValueError("backend must be one of {}, got {!r}".format(BACKENDS, backend))
+        return _train_triton(x, gamma, beta, axes, epsilon, activation)
     if activation == "relu":
-        y = torch.relu(y)
+        # y is a new tensor that the backward of the normalization does not use
+        y = torch.relu_(y)
     return y, mean.detach(), inv_std.detach()
 
 
@@ -294,7 +303,7 @@ def dnn_backend(x, axes, activation=None):
     if not x.is_cuda:
         return "native"
     spatial = axes == spatial_axes(x.ndim) and x.ndim > 2
-    large_planar = spatial and x.is_contiguous() and x[0, 0].numel() >= _TRITON_MIN_PLANE
+    large_planar = spatial and x.is_contiguous() and _prod(x.shape[2:]) >= _TRITON_MIN_PLANE
     if (large_planar and (x.dtype == torch.bfloat16 or activation == "relu")
             and x.dtype != torch.float64 and triton_unavailable_reason(x) is None):
         return "triton"

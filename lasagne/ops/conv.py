@@ -27,10 +27,11 @@ of an activation is made. A channels-last input gives a channels-last output.
 import torch
 import torch.nn.functional as F
 
+from ..utils import autocast_dtype
 from .conv_gemm import conv_gemm
 from .lengths import check_positive_lengths, resolve_conv_pad
 
-__all__ = ["conv_nd", "add_bias", "ALGORITHMS"]
+__all__ = ["conv_nd", "convolve", "add_bias", "ALGORITHMS"]
 
 ALGORITHMS = ("auto", "cudnn", "gemm")
 
@@ -41,10 +42,9 @@ _AUTOCAST_ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
 def _autocast(input, W):
     """Cast ``input`` and ``W`` to the autocast dtype where autocast is on
     for their device (float64 stays, as with autocast)."""
-    device = input.device.type
-    if not torch.is_autocast_enabled(device):
+    dtype = autocast_dtype(input.device.type)
+    if dtype is None:
         return input, W
-    dtype = torch.get_autocast_dtype(device)
     if input.dtype != dtype and input.dtype in _AUTOCAST_ELIGIBLE:
         input = input.to(dtype)
     if W.dtype != dtype and W.dtype in _AUTOCAST_ELIGIBLE:
@@ -53,20 +53,24 @@ def _autocast(input, W):
 
 
 def _check(where, input, W, stride, pads, num_groups):
+    """Shape checks on every call; the messages are formatted only on failure."""
     nd = W.ndim - 2
     if input.ndim != nd + 2:
         raise ValueError("{}: expected a {}D input (batch, channels, {} spatial axes), got "
                          "shape {}".format(where, nd + 2, nd, tuple(input.shape)))
-    channels = W.shape[1] * num_groups
-    if input.shape[1] != channels:
+    if input.shape[1] != W.shape[1] * num_groups:
         raise ValueError("{}: the input has {} channels, the weights W of shape {} with "
                          "num_groups={} expect {}".format(where, input.shape[1],
-                                                          tuple(W.shape), num_groups, channels))
-    out = [(s + 2 * p - k) // st + 1 if s + 2 * p - k >= 0 else s + 2 * p - k + 1
-           for s, p, k, st in zip(input.shape[2:], pads, W.shape[2:], stride)]
-    check_positive_lengths(where, out, "input spatial size {} with filter_size={}, pad={} is "
-                           "too small".format(tuple(input.shape[2:]), tuple(W.shape[2:]),
-                                              tuple(pads)))
+                                                          tuple(W.shape), num_groups,
+                                                          W.shape[1] * num_groups))
+    sizes, filters = input.shape[2:], W.shape[2:]
+    for i in range(nd):
+        if sizes[i] + 2 * pads[i] < filters[i]:
+            out = [(s + 2 * p - k) // st + 1 if s + 2 * p - k >= 0 else s + 2 * p - k + 1
+                   for s, p, k, st in zip(sizes, pads, filters, stride)]
+            check_positive_lengths(where, out, "input spatial size {} with filter_size={}, "
+                                   "pad={} is too small".format(tuple(sizes), tuple(filters),
+                                                                tuple(pads)))
 
 
 def _cudnn_flags():
@@ -139,22 +143,35 @@ def conv_nd(input, W, stride=1, pad=0, flip_filters=False, num_groups=1, algorit
         stride = (stride,) * nd
     stride = tuple(stride)
     pads = resolve_conv_pad(pad, tuple(W.shape[2:]))
-    if not torch.compiler.is_compiling():
+    if algorithm not in ALGORITHMS:
+        raise ValueError("{}: algorithm must be one of {}, got {!r}".format(
+            where, ALGORITHMS, algorithm))
+    return convolve(input, W, stride, pads, flip_filters, num_groups, algorithm,
+                    workspace_bytes, where)
+
+
+def convolve(input, W, stride, pads, flip_filters, num_groups, algorithm, workspace_bytes=None,
+             where="conv_nd"):
+    """:func:`conv_nd` on resolved arguments: ``stride`` and ``pads`` tuples of
+    ints (one per spatial axis), ``algorithm`` one of :data:`ALGORITHMS`.
+
+    What layers call on every forward (they resolve their arguments once, at
+    construction); the input is still checked against ``W``.
+    """
+    compiling = torch.compiler.is_compiling()
+    if not compiling:
         _check(where, input, W, stride, pads, num_groups)
     input, W = _autocast(input, W)
     if flip_filters:
-        W = W.flip(tuple(range(2, 2 + nd)))
+        W = W.flip(tuple(range(2, W.ndim)))
     if algorithm == "gemm":
         if input.dtype != W.dtype:
             raise TypeError("{}: the input ({}) and the weights W ({}) must have the same dtype"
                             .format(where, input.dtype, W.dtype))
         return conv_gemm(input, W, stride, pads, num_groups, workspace_bytes)
-    if algorithm == "cudnn" and input.is_cuda and not torch.compiler.is_compiling():
+    if algorithm == "cudnn" and input.is_cuda and not compiling:
         return _conv_cudnn(where, input, W, stride, pads, num_groups)
-    if algorithm not in ALGORITHMS:
-        raise ValueError("{}: algorithm must be one of {}, got {!r}".format(
-            where, ALGORITHMS, algorithm))
-    return _TORCH_CONV[nd](input, W, None, stride, pads, 1, num_groups)
+    return _TORCH_CONV[W.ndim - 2](input, W, None, stride, pads, 1, num_groups)
 
 
 def add_bias(output, b):
