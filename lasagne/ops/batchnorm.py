@@ -52,6 +52,7 @@ import importlib.util
 from typing import Optional
 
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = ["spatial_axes", "normalize_axes", "param_shape", "batch_norm_train",
            "batch_norm_train_resolved",
@@ -409,8 +410,7 @@ def _train_triton(x, gamma, beta, axes, epsilon, activation):
     sdt = _stat_dtype(x)
     g = None if g is None else g.to(sdt).contiguous()
     b = None if b is None else b.to(sdt).contiguous()
-    y3, mean, inv_std = torch.ops.lasagne.batch_norm_act(x3, g, b, float(epsilon),
-                                                         activation == "relu")
+    y3, mean, inv_std = _batch_norm_act(x3, g, b, float(epsilon), activation == "relu")
     return view.restore(y3), view.unflat(mean), view.unflat(inv_std)
 
 
@@ -498,13 +498,26 @@ def _infer_low_precision(x, mean, inv_std, gamma, beta, axes):
 # CUDA: the Triton kernels of batchnorm_triton (imported on first use);
 # CPU: the reference below, the same maths in plain tensor operations.
 
-@torch.library.custom_op("lasagne::batch_norm_act", mutates_args=())
-def _bn_act(x3: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor],
-            epsilon: float, relu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _bn_act_forward(x3, gamma, beta, epsilon, relu):
+    """The forward of ``lasagne::batch_norm_act`` (kernels or reference)."""
     if x3.is_cuda:
         from . import batchnorm_triton
         return batchnorm_triton.forward(x3, gamma, beta, epsilon, relu)
     return reference_forward(x3, gamma, beta, epsilon, relu)
+
+
+def _bn_act_backward(dy3, x3, mean, inv_std, gamma, beta, relu):
+    """The backward of ``lasagne::batch_norm_act`` (kernels or reference)."""
+    if x3.is_cuda:
+        from . import batchnorm_triton
+        return batchnorm_triton.backward(dy3, x3, mean, inv_std, gamma, beta, relu)
+    return reference_backward(dy3, x3, mean, inv_std, gamma, beta, relu)
+
+
+@torch.library.custom_op("lasagne::batch_norm_act", mutates_args=())
+def _bn_act(x3: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor],
+            epsilon: float, relu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _bn_act_forward(x3, gamma, beta, epsilon, relu)
 
 
 @_bn_act.register_fake
@@ -515,19 +528,25 @@ def _(x3, gamma, beta, epsilon, relu):
 
 
 @torch.library.custom_op("lasagne::batch_norm_act_backward", mutates_args=())
-def _bn_act_backward(dy3: torch.Tensor, x3: torch.Tensor, mean: torch.Tensor,
-                     inv_std: torch.Tensor, gamma: Optional[torch.Tensor],
-                     beta: Optional[torch.Tensor], relu: bool
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    if x3.is_cuda:
-        from . import batchnorm_triton
-        return batchnorm_triton.backward(dy3, x3, mean, inv_std, gamma, beta, relu)
-    return reference_backward(dy3, x3, mean, inv_std, gamma, beta, relu)
+def _bn_act_backward_op(dy3: torch.Tensor, x3: torch.Tensor, mean: torch.Tensor,
+                        inv_std: torch.Tensor, gamma: Optional[torch.Tensor],
+                        beta: Optional[torch.Tensor], relu: bool
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _bn_act_backward(dy3, x3, mean, inv_std, gamma, beta, relu)
 
 
-@_bn_act_backward.register_fake
+@_bn_act_backward_op.register_fake
 def _(dy3, x3, mean, inv_std, gamma, beta, relu):
     return torch.empty_like(x3), torch.empty_like(mean), torch.empty_like(mean)
+
+
+def _bn_act_grads(backward, dy3, saved, relu):
+    """dx, dgamma, dbeta from ``backward`` (the op or its implementation)."""
+    x3, mean, inv_std, gamma, beta = saved
+    dx, dgamma, dbeta = backward(dy3.contiguous(), x3, mean, inv_std, gamma, beta, relu)
+    dgamma = None if gamma is None else dgamma.to(gamma.dtype)
+    dbeta = None if beta is None else dbeta.to(beta.dtype)
+    return dx, dgamma, dbeta, None, None
 
 
 def _bn_act_setup(ctx, inputs, output):
@@ -538,15 +557,37 @@ def _bn_act_setup(ctx, inputs, output):
 
 
 def _bn_act_grad(ctx, dy3, dmean, dinv_std):
-    x3, mean, inv_std, gamma, beta = ctx.saved_tensors
-    dx, dgamma, dbeta = torch.ops.lasagne.batch_norm_act_backward(
-        dy3.contiguous(), x3, mean, inv_std, gamma, beta, ctx.relu)
-    dgamma = None if gamma is None else dgamma.to(gamma.dtype)
-    dbeta = None if beta is None else dbeta.to(beta.dtype)
-    return dx, dgamma, dbeta, None, None
+    return _bn_act_grads(torch.ops.lasagne.batch_norm_act_backward, dy3, ctx.saved_tensors,
+                         ctx.relu)
 
 
 _bn_act.register_autograd(_bn_act_grad, setup_context=_bn_act_setup)
+
+
+class _BatchNormActFunction(torch.autograd.Function):
+    """Eager mode: the op's functions without torch.library's Python layers
+    (see :mod:`lasagne.ops.eager`)."""
+
+    @staticmethod
+    def forward(ctx, x3, gamma, beta, epsilon, relu):
+        y, mean, inv_std = _bn_act_forward(x3, gamma, beta, epsilon, relu)
+        ctx.save_for_backward(x3, mean, inv_std, gamma, beta)
+        ctx.relu = relu
+        ctx.mark_non_differentiable(mean, inv_std)
+        return y, mean, inv_std
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy3, dmean, dinv_std):
+        return _bn_act_grads(_bn_act_backward, dy3, ctx.saved_tensors, ctx.relu)
+
+
+def _batch_norm_act(x3, gamma, beta, epsilon, relu):
+    if torch.compiler.is_compiling():
+        return torch.ops.lasagne.batch_norm_act(x3, gamma, beta, epsilon, relu)
+    return _BatchNormActFunction.apply(x3, gamma, beta, epsilon, relu)
+
+
 # No autocast rule: like PyTorch's batch_norm, the op runs in the input's
 # dtype with float32 statistics and parameters (casting every input to one
 # dtype, which is what an autocast registration does, would round gamma/beta).

@@ -33,6 +33,9 @@ import os
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ..utils import autocast_dtype
 
 __all__ = ["conv_igemm", "supported", "unsupported_reason"]
 
@@ -137,19 +140,42 @@ def _setup_context(ctx, inputs, output):
     ctx.conf = (list(stride), list(padding), groups)
 
 
-def _backward(ctx, gy):
+def _grads(ctx, gy, dgrad, wgrad):
+    """dx and dw (where needed) from ``dgrad`` and ``wgrad``: the ops, or in
+    eager mode their implementations."""
     x, w = ctx.saved_tensors
     stride, padding, groups = ctx.conf
     dx = dw = None
     if ctx.needs_input_grad[0]:
-        dx = torch.ops.lasagne.conv_igemm_dgrad(gy, w, list(x.shape), stride, padding, groups,
-                                                _is_channels_last(x))
+        dx = dgrad(gy, w, list(x.shape), stride, padding, groups, _is_channels_last(x))
     if ctx.needs_input_grad[1]:
-        dw = torch.ops.lasagne.conv_igemm_wgrad(x, gy, list(w.shape), stride, padding, groups)
+        dw = wgrad(x, gy, list(w.shape), stride, padding, groups)
     return dx, dw, None, None, None
 
 
+def _backward(ctx, gy):
+    return _grads(ctx, gy, torch.ops.lasagne.conv_igemm_dgrad,
+                  torch.ops.lasagne.conv_igemm_wgrad)
+
+
 _conv_igemm.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _ConvIgemmFunction(torch.autograd.Function):
+    """Eager mode: the kernels without torch.library's Python layers (see
+    :mod:`lasagne.ops.eager`)."""
+
+    @staticmethod
+    def forward(ctx, x, w, stride, padding, groups):
+        ctx.save_for_backward(x, w)
+        ctx.conf = (stride, padding, groups)
+        return _kernels().conv_forward(x, w, stride, padding, groups)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy):
+        kernels = _kernels()
+        return _grads(ctx, gy, kernels.conv_dgrad, kernels.conv_wgrad)
 
 
 # --- autocast: run in the autocast dtype, as PyTorch's convolutions do ----------------------------
@@ -202,5 +228,13 @@ def conv_igemm(x, w, stride, padding, groups=1):
     --------
     >>> y = conv_igemm(x, w, (1, 1), (1, 1))   # doctest: +SKIP
     """
-    return torch.ops.lasagne.conv_igemm(x, w, [int(s) for s in stride],
-                                        [int(p) for p in padding], int(groups))
+    args = ([int(s) for s in stride], [int(p) for p in padding], int(groups))
+    if torch.compiler.is_compiling():
+        return torch.ops.lasagne.conv_igemm(x, w, *args)
+    dtype = autocast_dtype(x.device.type)
+    if dtype is not None:  # what the op's autocast registration does
+        if x.dtype in _DTYPES:
+            x = x.to(dtype)
+        if w.dtype in _DTYPES:
+            w = w.to(dtype)
+    return _ConvIgemmFunction.apply(x, w, *args)

@@ -32,6 +32,7 @@ from typing import List
 
 import torch
 
+from .eager import saved_input_function
 from .lengths import pool_output_length
 
 __all__ = ["pool", "supported", "unsupported_reason", "cuda_kernel", "reference_pool",
@@ -231,15 +232,29 @@ def _use_kernels(x, pool_size, stride, pad, mode, ignore_border):
 
 # --- the custom ops ----------------------------------------------------------------------------
 
-@torch.library.custom_op("lasagne::pool", mutates_args=())
-def _pool_op(x: torch.Tensor, pool_size: List[int], stride: List[int], pad: List[int],
-             mode: str, ignore_border: bool) -> torch.Tensor:
+def _pool_forward(x, pool_size, stride, pad, mode, ignore_border):
+    """The forward of ``lasagne::pool`` (kernels or reference)."""
     if _use_kernels(x, pool_size, stride, pad, mode, ignore_border):
         from .triton import pool_kernels
         out = _out_size(x, pool_size, stride, pad, ignore_border)
         return pool_kernels.pool_forward(x, tuple(pool_size), tuple(stride), tuple(pad), out,
                                          mode)
     return reference_pool(x, pool_size, stride, pad, mode, ignore_border)
+
+
+def _pool_backward(grad_out, x, pool_size, stride, pad, mode, ignore_border):
+    """The backward of ``lasagne::pool`` (kernels or reference)."""
+    if _use_kernels(x, pool_size, stride, pad, mode, ignore_border):
+        from .triton import pool_kernels
+        return pool_kernels.pool_backward(x, grad_out, tuple(pool_size), tuple(stride),
+                                          tuple(pad), mode)
+    return reference_pool_backward(grad_out, x, pool_size, stride, pad, mode, ignore_border)
+
+
+@torch.library.custom_op("lasagne::pool", mutates_args=())
+def _pool_op(x: torch.Tensor, pool_size: List[int], stride: List[int], pad: List[int],
+             mode: str, ignore_border: bool) -> torch.Tensor:
+    return _pool_forward(x, pool_size, stride, pad, mode, ignore_border)
 
 
 @_pool_op.register_fake
@@ -252,11 +267,7 @@ def _(x, pool_size, stride, pad, mode, ignore_border):
 def _pool_backward_op(grad_out: torch.Tensor, x: torch.Tensor, pool_size: List[int],
                       stride: List[int], pad: List[int], mode: str,
                       ignore_border: bool) -> torch.Tensor:
-    if _use_kernels(x, pool_size, stride, pad, mode, ignore_border):
-        from .triton import pool_kernels
-        return pool_kernels.pool_backward(x, grad_out, tuple(pool_size), tuple(stride),
-                                          tuple(pad), mode)
-    return reference_pool_backward(grad_out, x, pool_size, stride, pad, mode, ignore_border)
+    return _pool_backward(grad_out, x, pool_size, stride, pad, mode, ignore_border)
 
 
 @_pool_backward_op.register_fake
@@ -291,14 +302,19 @@ def _setup_bwd(ctx, inputs, output):
 
 _pool_backward_op.register_autograd(_no_double_backward, setup_context=_setup_bwd)
 
+# eager mode: the same functions without torch.library's Python layers (lasagne.ops.eager)
+_PoolFunction = saved_input_function("PoolKernelFunction", _pool_forward, _pool_backward)
+
 
 # --- public entry points ---------------------------------------------------------------------
 
 def pool(x, pool_size, stride, pad, mode, ignore_border=True):
     """``lasagne::pool`` on validated arguments (tuples of ints, one per
     pooled axis); see :func:`lasagne.ops.pool.pool` for the semantics."""
-    return torch.ops.lasagne.pool(x, list(pool_size), list(stride), list(pad), mode,
-                                  bool(ignore_border))
+    args = (list(pool_size), list(stride), list(pad), mode, bool(ignore_border))
+    if torch.compiler.is_compiling():
+        return torch.ops.lasagne.pool(x, *args)
+    return _PoolFunction.apply(x, *args)
 
 
 def cuda_kernel(x, pool_size, stride, pad, mode, ignore_border):

@@ -27,6 +27,8 @@ from typing import List
 
 import torch
 
+from .eager import saved_input_function
+
 __all__ = ["spatial_pyramid_pool", "supported", "unsupported_reason", "cuda_kernel",
            "reference_spp", "reference_spp_backward", "KERNEL_DTYPES"]
 
@@ -152,13 +154,26 @@ def _use_kernels(x, pool_dims, mode, implementation):
 
 # --- the custom ops ------------------------------------------------------------------------------
 
-@torch.library.custom_op("lasagne::spp", mutates_args=())
-def _spp_op(x: torch.Tensor, pool_dims: List[int], mode: str,
-            implementation: str) -> torch.Tensor:
+def _spp_forward(x, pool_dims, mode, implementation):
+    """The forward of ``lasagne::spp`` (kernel or reference)."""
     if _use_kernels(x, pool_dims, mode, implementation):
         from .triton import spp_kernels
         return spp_kernels.spp_forward(x, pool_dims, mode, implementation)
     return reference_spp(x, pool_dims, mode, implementation)
+
+
+def _spp_backward(grad_out, x, pool_dims, mode, implementation):
+    """The backward of ``lasagne::spp`` (kernel or reference)."""
+    if _use_kernels(x, pool_dims, mode, implementation):
+        from .triton import spp_kernels
+        return spp_kernels.spp_backward(x, grad_out, pool_dims, mode, implementation)
+    return reference_spp_backward(grad_out, x, pool_dims, mode, implementation)
+
+
+@torch.library.custom_op("lasagne::spp", mutates_args=())
+def _spp_op(x: torch.Tensor, pool_dims: List[int], mode: str,
+            implementation: str) -> torch.Tensor:
+    return _spp_forward(x, pool_dims, mode, implementation)
 
 
 @_spp_op.register_fake
@@ -169,10 +184,7 @@ def _(x, pool_dims, mode, implementation):
 @torch.library.custom_op("lasagne::spp_backward", mutates_args=())
 def _spp_backward_op(grad_out: torch.Tensor, x: torch.Tensor, pool_dims: List[int], mode: str,
                      implementation: str) -> torch.Tensor:
-    if _use_kernels(x, pool_dims, mode, implementation):
-        from .triton import spp_kernels
-        return spp_kernels.spp_backward(x, grad_out, pool_dims, mode, implementation)
-    return reference_spp_backward(grad_out, x, pool_dims, mode, implementation)
+    return _spp_backward(grad_out, x, pool_dims, mode, implementation)
 
 
 @_spp_backward_op.register_fake
@@ -206,13 +218,19 @@ def _setup_bwd(ctx, inputs, output):
 
 _spp_backward_op.register_autograd(_no_double_backward, setup_context=_setup_bwd)
 
+# eager mode: the same functions without torch.library's Python layers (lasagne.ops.eager)
+_SppFunction = saved_input_function("SppKernelFunction", _spp_forward, _spp_backward)
+
 
 # --- public entry points -------------------------------------------------------------------------
 
 def spatial_pyramid_pool(x, pool_dims, mode="max", implementation="fast"):
     """``lasagne::spp`` on validated arguments; see
     :func:`lasagne.ops.spp.spatial_pyramid_pool` for the semantics."""
-    return torch.ops.lasagne.spp(x, [int(n) for n in pool_dims], mode, implementation)
+    dims = [int(n) for n in pool_dims]
+    if torch.compiler.is_compiling():
+        return torch.ops.lasagne.spp(x, dims, mode, implementation)
+    return _SppFunction.apply(x, dims, mode, implementation)
 
 
 def cuda_kernel(x, pool_dims, mode, implementation):

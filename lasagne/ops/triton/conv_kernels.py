@@ -127,10 +127,31 @@ def _clamp_block(b, n, lo=16):
     return max(lo, min(b, _p2(n)))
 
 
-TUNED = {}
+TUNED = {
+    ("fwd", "bfloat16", "cl", 256, 256): (256, 128, 64, 8, 4),
+    ("dgrad", "bfloat16", "cl", 256, 256): (256, 128, 64, 8, 4),
+    ("wgrad", "bfloat16", "cl", 256, 256): (128, 128, 64, 4, 4),
+    ("fwd", "float32", "cl", 256, 256): (128, 256, 32, 8, 3),
+    ("dgrad", "float32", "cl", 256, 256): (128, 256, 32, 8, 3),
+    ("wgrad", "float32", "cl", 256, 256): (128, 256, 32, 8, 3),
+    ("fwd", "float32", "planar", 256, 256): (128, 256, 32, 8, 3),
+    ("dgrad", "float32", "planar", 256, 256): (128, 256, 32, 8, 3),
+    ("wgrad", "float32", "planar", 256, 256): (128, 256, 32, 8, 3),
+    ("fwd", "bfloat16", "cl", 64, 64): (128, 64, 64, 8, 3),
+    ("dgrad", "bfloat16", "cl", 64, 64): (128, 64, 64, 4, 4),
+    ("wgrad", "bfloat16", "cl", 64, 64): (64, 64, 128, 8, 3),
+    ("fwd", "float32", "cl", 64, 64): (128, 64, 32, 4, 3),
+    ("dgrad", "float32", "cl", 64, 64): (128, 64, 32, 4, 3),
+    ("wgrad", "float32", "cl", 64, 64): (64, 64, 64, 4, 3),
+    ("fwd", "float32", "planar", 64, 64): (64, 64, 32, 4, 3),
+    ("dgrad", "float32", "planar", 64, 64): (64, 64, 32, 4, 3),
+    ("wgrad", "float32", "planar", 64, 64): (64, 64, 32, 8, 2),
+}
 """Measured best block sizes: ``(kind, dtype name, 'cl' or 'planar', C/G, K/G)``
--> ``(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)``, from
-``bench/bench_conv_gemm.py`` on an H100. Problems not listed use the rule in
+-> ``(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)``. From the quick
+sweep of ``python -m bench.bench_conv_gemm`` on an H100
+(bench/results/conv_gemm-nvidia-h100-80gb-hbm3-2026-11-22-0956.json: VGG-16
+conv3 and ResNet-50 3x3 problems). Problems not listed use the rule in
 :func:`default_config`."""
 
 
