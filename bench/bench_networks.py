@@ -10,6 +10,7 @@ eager, ``torch.compile`` (default mode) and CUDA graphs
 
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -79,8 +80,10 @@ def measure_step(model, batch, mode, repeat=20):
     return t
 
 
-def run(results, models=("resnet50", "vgg16"), batches=(8, 128), modes=MODES):
-    """Fill ``results['networks']`` with per-(model, batch, mode) timings."""
+def run(results, models=("resnet50", "vgg16"), batches=(8, 128), modes=MODES, checkpoint=None):
+    """Fill ``results['networks']`` with per-(model, batch, mode) timings;
+    ``checkpoint(results)``, if given, is called after each of them (so that
+    a run cut short keeps what it measured)."""
     torch.backends.cudnn.benchmark = True
     rows = results.setdefault("networks", [])
     for name in models:
@@ -107,6 +110,8 @@ def run(results, models=("resnet50", "vgg16"), batches=(8, 128), modes=MODES):
                         "speedup": row["speedup_vs_torchvision"]})
                 rows.append(row)
                 print(_format_row(row), flush=True)
+                if checkpoint is not None:
+                    checkpoint(results)
     return results
 
 
@@ -128,11 +133,16 @@ def main():
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
-    results = run({}, args.models.split(","), [int(b) for b in args.batches.split(",")],
-                  args.modes.split(","))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    def write(results):
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
+
+    results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+               "argv": sys.argv[1:]}
+    run(results, args.models.split(","), [int(b) for b in args.batches.split(",")],
+        args.modes.split(","), checkpoint=write)
+    write(results)
 
 
 if __name__ == "__main__":

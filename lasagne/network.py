@@ -69,6 +69,14 @@ class Network(torch.nn.Module):
 
     Notes
     -----
+    **The graph is fixed at construction.** The layers, how they connect,
+    which pairs are fused and each layer's input checks are resolved once
+    (:class:`~lasagne.layers.evaluation.EvaluationPlan`), so that a forward
+    costs little more host time than the layers' own work. Build the network
+    after changing the graph (e.g. after :func:`~lasagne.layers.batch_norm`);
+    layer attributes read at call time, such as a nonlinearity or a
+    parameter's value, may still change.
+
     **Parameter keys.** Each parameter is registered once under the key
     ``<layer>_<attribute>``: ``<layer>`` is the layer's name (characters
     other than letters, digits, ``_`` and ``-`` replaced by ``_``) or, for an
