@@ -12,7 +12,9 @@ int_types = (numbers.Integral, np.integer)
 def autocast_dtype(device_type):
     """The dtype ``torch.autocast`` casts to on ``device_type``, or None when
     autocast is off there or does not exist for that device (e.g. 'meta')."""
-    if not torch.amp.is_autocast_available(device_type):
+    # (torch.compile cannot trace the availability query; compiled code runs
+    # on devices that have autocast)
+    if not torch.compiler.is_compiling() and not torch.amp.is_autocast_available(device_type):
         return None
     if not torch.is_autocast_enabled(device_type):
         return None
