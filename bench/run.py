@@ -72,7 +72,8 @@ def main():
                         help="comma-separated benchmark modules to run")
     parser.add_argument("--networks", action="store_true",
                         help="also run the whole-network benchmark (slow: compiles)")
-    parser.add_argument("--out", default=None, help="directory for JSON and PNG")
+    parser.add_argument("--out", default=os.environ.get("OUT"),
+                        help="directory for JSON and PNG (default: $OUT, else bench/results)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench.run needs a CUDA GPU")
@@ -106,9 +107,9 @@ def main():
         # written after every benchmark, so that a run cut short keeps its numbers
         with open(base + ".json", "w") as f:
             json.dump(results, f, indent=1, default=str)
+        _chart(results["rows"], base + ".png")
         print("finished", name, flush=True)
     print_table(results["rows"])
-    _chart(results["rows"], base + ".png")
     print("wrote", base + ".json")
 
 
