@@ -39,7 +39,8 @@ def time_cuda(fn, warmup=5, repeat=30, flush=True):
     Returns
     -------
     dict
-        ``median_ms``, ``p10_ms``, ``p90_ms`` and ``repeat``.
+        ``median_ms``, ``p10_ms``, ``p90_ms``, ``repeat`` and ``times_ms``
+        (every timed call, sorted).
     """
     for _ in range(warmup):
         fn()
@@ -53,10 +54,15 @@ def time_cuda(fn, warmup=5, repeat=30, flush=True):
         fn()
         ends[i].record()
     torch.cuda.synchronize()
-    times = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
+    return summarize([s.elapsed_time(e) for s, e in zip(starts, ends)])
+
+
+def summarize(times):
+    """Median, 10th and 90th percentiles of a list of times in ms."""
+    times = sorted(times)
     q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
     return {"median_ms": statistics.median(times), "p10_ms": q[0], "p90_ms": q[-1],
-            "repeat": repeat}
+            "repeat": len(times), "times_ms": times}
 
 
 def peak_memory(fn):
