@@ -134,6 +134,7 @@ def test_kwargs_reach_every_layer():
     with pytest.warns(UserWarning, match="unused kwargs") as record:
         get_output(c, torch.zeros(2, 4), deterministc=True)
     assert "perhaps you meant deterministic" in str(record[0].message)
+    assert record[0].filename == __file__  # the warning points at the caller
 
 
 def test_get_output_ndim_device_and_dtype_mismatch():
