@@ -14,6 +14,7 @@ second model up to 1.6x slower in compiled mode on the host.
 import argparse
 import gc
 import json
+import statistics
 import sys
 import time
 
@@ -85,19 +86,33 @@ def interleaved(steps, rounds=4, repeat=5, warmup=5):
     """Time several steps in alternating order (A B, B A, ...) so that
     neither pays for running first or second (allocator state, garbage
     collection, clocks); returns a :func:`bench.common.summarize` dict per
-    step over all rounds."""
+    step over all rounds, plus ``host_ms``: the median over rounds of the
+    host time per step when the steps are enqueued without waiting (the
+    step time itself when the host is the bottleneck)."""
     for step in steps.values():
         for _ in range(warmup):
             step()
     torch.cuda.synchronize()
     gc.collect()
     times = {name: [] for name in steps}
+    host = {name: [] for name in steps}
     names = list(steps)
     for r in range(rounds):
         for name in (names if r % 2 == 0 else names[::-1]):
             times[name] += time_cuda(steps[name], warmup=1, repeat=repeat,
                                      flush=False)["times_ms"]
-    return {name: summarize(t) for name, t in times.items()}
+            # host time: the same steps enqueued without waiting for the GPU
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(repeat):
+                steps[name]()
+            host[name].append((time.perf_counter() - t0) / repeat * 1e3)
+            torch.cuda.synchronize()
+    out = {}
+    for name in names:
+        out[name] = summarize(times[name])
+        out[name]["host_ms"] = statistics.median(host[name])
+    return out
 
 
 def run(results, models=("resnet50", "vgg16"), batches=(8, 128), modes=MODES, checkpoint=None):
@@ -145,7 +160,8 @@ def _format_row(row):
     def cell(r):
         if "median_ms" not in r:
             return "error: " + r.get("error", "?")[:60]
-        return "{:8.2f} ms ({:7.0f} img/s)".format(r["median_ms"], r["images_per_s"])
+        return "{:8.2f} ms ({:7.0f} img/s, host {:6.2f} ms)".format(
+            r["median_ms"], r["images_per_s"], r.get("host_ms", float("nan")))
     return "{:9s} b={:<4d} {:10s} torchvision {}  lasagne {}  speedup {}".format(
         row["model"], row["batch"], row["mode"], cell(row["torchvision"]), cell(row["lasagne"]),
         "{:.3f}".format(row["speedup_vs_torchvision"]) if "speedup_vs_torchvision" in row
