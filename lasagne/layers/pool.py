@@ -10,7 +10,7 @@ The computation lives in :mod:`lasagne.ops.pool` and :mod:`lasagne.ops.spp`.
 import torch
 
 from ..ops.lengths import check_positive_lengths, pool_output_length
-from ..ops.pool import check_pool_args, pool
+from ..ops.pool import check_pool_args, pool_resolved
 from ..ops.spp import check_spp_args, spatial_pyramid_pool, spp_output_size
 from .base import Layer
 
@@ -83,8 +83,8 @@ class BasePoolLayer(Layer):
             for L, k, s, p in zip(input_shape[2:], self.pool_size, self.stride, self.pad))
 
     def get_output_for(self, input, **kwargs):
-        return pool(input, self.pool_size, self.stride, self.pad, self.mode, self.ignore_border,
-                    where=self._where())
+        return pool_resolved(input, self.pool_size, self.stride, self.pad, self.mode,
+                             self.ignore_border, self._where())
 
 
 class Pool1DLayer(BasePoolLayer):

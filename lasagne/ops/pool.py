@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..utils import int_types
 from .lengths import pool_output_length
 
-__all__ = ["POOL_MODES", "pool", "register_kernel", "pool_divisors"]
+__all__ = ["POOL_MODES", "pool", "pool_resolved", "register_kernel", "pool_divisors"]
 
 POOL_MODES = ("max", "average_inc_pad", "average_exc_pad")
 
@@ -150,20 +150,31 @@ def pool(input, pool_size, stride=None, pad=0, mode="max", ignore_border=True, w
                              where, "{}D".format(n + 2) if n in (1, 2, 3) else "3D, 4D or 5D",
                              n, tuple(input.shape)))
     pool_size, stride, pad = check_pool_args(where, n, pool_size, stride, pad, ignore_border, mode)
-    ignore_border = bool(ignore_border)
-    lengths = tuple(input.shape[2:])
-    out = tuple(pool_output_length(L, k, s, p, ignore_border)
-                for L, k, s, p in zip(lengths, pool_size, stride, pad))
-    if any(o < 1 for o in out):
-        raise ValueError("{}: the output would be empty (spatial output size {}): input size {} "
-                         "is too small for pool_size={} with pad={}".format(
-                             where, out, lengths, pool_size, pad))
+    return pool_resolved(input, pool_size, stride, pad, mode, bool(ignore_border), where)
+
+
+def pool_resolved(input, pool_size, stride, pad, mode, ignore_border, where="pool"):
+    """:func:`pool` on arguments :func:`check_pool_args` has returned (and a
+    valid ``mode``, a bool ``ignore_border``): what layers call on every
+    forward. The input is still checked against them."""
+    if input.ndim != len(pool_size) + 2:
+        raise ValueError("{}: expected a {}D input (batch, channels, spatial axes) for {}D "
+                         "pooling, got shape {}".format(where, len(pool_size) + 2,
+                                                        len(pool_size), tuple(input.shape)))
+    lengths = input.shape[2:]
+    for L, k, s, p in zip(lengths, pool_size, stride, pad):
+        if pool_output_length(L, k, s, p, ignore_border) < 1:
+            out = tuple(pool_output_length(L_, k_, s_, p_, ignore_border)
+                        for L_, k_, s_, p_ in zip(lengths, pool_size, stride, pad))
+            raise ValueError("{}: the output would be empty (spatial output size {}): input "
+                             "size {} is too small for pool_size={} with pad={}".format(
+                                 where, out, tuple(lengths), pool_size, pad))
     kernel = _KERNELS.get(input.device.type)
     if kernel is not None:
         result = kernel(input, pool_size, stride, pad, mode, ignore_border)
         if result is not None:
             return result
-    if n == 3 and not _native_3d_is_deterministic(input, pool_size, stride):
+    if len(pool_size) == 3 and not _native_3d_is_deterministic(input, pool_size, stride):
         return _pool3d_separable(input, pool_size, stride, pad, mode, ignore_border)
     return _pool_native(input, pool_size, stride, pad, mode, ignore_border)
 
@@ -234,6 +245,10 @@ def _pool_native(x, pool_size, stride, pad, mode, ignore_border):
     """Pooling over the trailing axes through PyTorch's kernels, with the
     explicit padding and divisor correction PyTorch needs for our semantics."""
     n = len(pool_size)
+    if (mode == "max" and ignore_border and n < 3
+            and all(2 * p <= k for p, k in zip(pad, pool_size))):
+        # the common case, PyTorch's semantics exactly (what _axis_plan gives)
+        return _POOL_FNS[n][0](x, pool_size, stride, pad)
     lengths = tuple(x.shape[2:])
     native_pad_ok = mode == "max" or not _cuda_channels_last(x)
     plans = [_axis_plan(L, k, s, p, ignore_border, window_fits=(n == 3),
