@@ -183,17 +183,22 @@ class _ConvIgemmFunction(torch.autograd.Function):
 _autocast_lib = torch.library.Library("lasagne", "IMPL")
 
 
+def _autocast_cast(x, w, dtype):
+    """``x`` and ``w`` in the autocast ``dtype`` (float64 stays, as with autocast)."""
+    if x.dtype in _DTYPES:
+        x = x.to(dtype)
+    if w.dtype in _DTYPES:
+        w = w.to(dtype)
+    return x, w
+
+
 def _register_autocast(device_type, key_name):
     key = getattr(torch._C.DispatchKey, key_name)
     op = torch.ops.lasagne.conv_igemm.default
 
     def autocast_kernel(keyset, x, w, stride, padding, groups):
-        dtype = torch.get_autocast_dtype(device_type)
         with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):
-            if x.dtype in _DTYPES:
-                x = x.to(dtype)
-            if w.dtype in _DTYPES:
-                w = w.to(dtype)
+            x, w = _autocast_cast(x, w, torch.get_autocast_dtype(device_type))
             return op(x, w, stride, padding, groups)
 
     _autocast_lib.impl("conv_igemm", autocast_kernel, key_name, with_keyset=True)
@@ -233,8 +238,5 @@ def conv_igemm(x, w, stride, padding, groups=1):
         return torch.ops.lasagne.conv_igemm(x, w, *args)
     dtype = autocast_dtype(x.device.type)
     if dtype is not None:  # what the op's autocast registration does
-        if x.dtype in _DTYPES:
-            x = x.to(dtype)
-        if w.dtype in _DTYPES:
-            w = w.to(dtype)
+        x, w = _autocast_cast(x, w, dtype)
     return _ConvIgemmFunction.apply(x, w, *args)

@@ -62,8 +62,11 @@ def _max_nan(a, b):
 
 
 @triton.jit
-def _plane_setup(P_TOTAL, C, sxn, sxc, INT64: tl.constexpr, BLOCK_P: tl.constexpr):
-    pid = tl.program_id(0)
+def _plane_setup(P_TOTAL, C, sxn, sxc, INT64: tl.constexpr, BLOCK_P: tl.constexpr,
+                 AXIS: tl.constexpr = 0):
+    """The ``BLOCK_P`` planes of this program (grid axis ``AXIS``): flat
+    index, validity, sample and channel."""
+    pid = tl.program_id(AXIS)
     if INT64:
         pid = pid.to(tl.int64)
     pl = pid * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -105,13 +108,7 @@ def spp_fwd_kernel(x_ptr, y_ptr, C, H, W, P_TOTAL, FAST_H, FAST_W,
     consecutive programs, so the input is read from device memory about once
     and re-read by the other bins from L2."""
     b = tl.program_id(0)
-    pid = tl.program_id(1)
-    if INT64:
-        pid = pid.to(tl.int64)
-    pl = pid * BLOCK_P + tl.arange(0, BLOCK_P)
-    pvalid = pl < P_TOTAL
-    n = pl // C
-    c = pl % C
+    pl, pvalid, n, c = _plane_setup(P_TOTAL, C, sxn, sxc, INT64, BLOCK_P, 1)
     xb = x_ptr + (n * sxn + c * sxc)
     yb = y_ptr + (n * syn + c * syc + b * syb)
     for lev in tl.static_range(len(DIMS)):
