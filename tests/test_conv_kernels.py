@@ -275,6 +275,7 @@ def test_op_autocast_interp():
 
 @cpu_interp
 def test_op_opcheck_interp():
+    op_module()  # registers the ops
     x = layout(torch.randn(2, 4, 4, 5), True).requires_grad_()
     w = torch.randn(4, 2, 3, 3, requires_grad=True)
     torch.library.opcheck(torch.ops.lasagne.conv_igemm.default, (x, w, [2, 1], [1, 0], 2))
@@ -454,6 +455,7 @@ def test_gpu_bitwise_reproducible(dtype):
 @gpu
 @pytest.mark.parametrize("cl", [False, True])
 def test_gpu_opcheck(cl):
+    op_module()  # registers the ops
     x = layout(torch.randn(2, 8, 9, 10, device="cuda"), cl).requires_grad_()
     w = torch.randn(12, 4, 3, 3, device="cuda", requires_grad=True)
     torch.library.opcheck(torch.ops.lasagne.conv_igemm.default, (x, w, [2, 1], [1, 1], 2))
