@@ -13,13 +13,15 @@ For every case, dtype (float32, bfloat16) and layout (NCHW, channels-last):
 time (CUDA events, median, L2 flushed before each repeat; bench/common.py) of
 
 * ours: the ``lasagne::pool`` / ``lasagne::spp`` ops forward, the backward op
-  alone, and forward+backward through autograd (``torch.autograd.grad``);
+  alone (max pooling: ``lasagne::max_pool_codes_backward`` on the codes of
+  the training forward), and forward+backward through autograd
+  (``torch.autograd.grad``; max pooling then runs ``lasagne::max_pool_codes``);
 * torch: ``F.max_pool*d`` / ``F.avg_pool*d`` (where PyTorch accepts the pad;
   otherwise the portable path of :mod:`lasagne.ops.pool`), and for SPP
   adaptive pools + cat;
 
-the bytes-moved floor (forward: read x + write y; backward: read x (max only)
-+ grad_out, write grad_x), achieved bandwidth as a fraction of the
+the bytes-moved floor (forward: read x + write y; backward: read grad_out
+and, for max pooling, the one-byte codes (SPP max: x), write grad_x), achieved bandwidth as a fraction of the
 device-to-device copy bandwidth measured in the same run, and torch time /
 our time. Results print as a table and go to
 ``bench/results/pool_kernels-<gpu>-<date>.json``.
@@ -151,7 +153,15 @@ def bench_pool(case, dtype_name, layout, copy_bw, rows, repeat):
     ours = lambda t: pool_cuda.pool(t, k, s, p, mode)  # noqa: E731
     y = ours(x)
     gy = torch.randn_like(y)
-    bwd = lambda: torch.ops.lasagne.pool_backward(gy, x, list(k), list(s), list(p), mode, True)  # noqa
+    if mode == "max":   # the training path: the forward's first-max codes, not x
+        _, codes = torch.ops.lasagne.max_pool_codes(x, list(k), list(s), list(p), True)
+        bwd = lambda: torch.ops.lasagne.max_pool_codes_backward(  # noqa: E731
+            gy, codes, list(x.shape), pool_cuda._is_channels_last(x), list(k), list(s), list(p))
+        bb = tensor_bytes(gy, x, codes)
+    else:
+        bwd = lambda: torch.ops.lasagne.pool_backward(  # noqa: E731
+            gy, x, list(k), list(s), list(p), mode, True)
+        bb = tensor_bytes(gy, x)
     base = torch_pool(x, k, s, p, mode)
     base_name = "torch"
     if base is None:
@@ -166,7 +176,6 @@ def bench_pool(case, dtype_name, layout, copy_bw, rows, repeat):
             err = ((y.float() - yb.float()).norm() / yb.float().norm()).item()
             check = "ok" if err < (1e-2 if dtype != torch.float32 else 1e-5) else "MISMATCH %.2e" % err
     fb = tensor_bytes(x, y)
-    bb = tensor_bytes(gy, x) + (tensor_bytes(x) if mode == "max" else 0)
     entries = [("fwd", lambda: ours(x), base and (lambda: base(x)), fb),
                ("bwd", bwd, None, bb),
                ("fwd+bwd", fwd_bwd(ours, x, gy), base and fwd_bwd(base, x, gy), fb + bb)]
@@ -247,6 +256,7 @@ def _precompile_worker(job):
             name, shape, k, s, p, mode = case
             x = make_input(shape, DTYPES[dtype_name], layout)
             y = pool_cuda.pool(x, k, s, p, mode)
+            fwd_bwd(lambda t: pool_cuda.pool(t, k, s, p, mode), x, y)()
             torch.ops.lasagne.pool_backward(y, x, list(k), list(s), list(p), mode, True)
         else:
             name, shape, dims = case
@@ -274,7 +284,7 @@ def precompile(jobs, workers):
 SWEEP_POOL = [
     {}, {"fwd_elems": 1024}, {"fwd_elems": 4096, "fwd_warps": 8}, {"fwd_rows": (4, 2)},
     {"max_block_b": 64}, {"bwd_regs": 80}, {"bwd_regs": 320}, {"bwd_rows": (2, 1)},
-    {"bwd_warps": 8}, {"max_bwd": "one_pass"}, {"max_bwd": "two_pass"},
+    {"bwd_warps": 8},
 ]
 SWEEP_SPP = [
     {}, {"cl_warps": 2}, {"cl_warps": 4}, {"block_p": 16}, {"block_p": 64, "warps": 8},

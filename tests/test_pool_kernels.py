@@ -210,6 +210,21 @@ def kernels():
     return pool_kernels
 
 
+def kernel_grad(x, gy, k, s, p, mode):
+    """The kernels' input gradient: for max, through the codes that the
+    training forward writes (its output must equal the plain forward's)."""
+    pk = kernels()
+    codes = None
+    if mode == "max":
+        out = tuple(gy.shape[2:])
+        y, codes = poisoned(lambda: pk.pool_forward(x, k, s, p, out, "max", codes=True))
+        assert codes.dtype == torch.uint8 and codes.stride() == y.stride()
+        torch.testing.assert_close(y, pk.pool_forward(x, k, s, p, out, "max"), rtol=0, atol=0,
+                                   equal_nan=True)
+    return poisoned(lambda: pk.pool_backward(gy, tuple(x.shape), pk.channels_last(x), k, s, p,
+                                             mode, codes))
+
+
 def spp_kernels():
     from lasagne.ops.triton import spp_kernels as sk
     return sk
@@ -247,7 +262,7 @@ def test_pool_forward_backward_interp(case, mode, cl, rng):
     ref = ref_pool(x.numpy(), k, s, p, mode)
     assert rel_err(y.numpy(), ref) < 1e-6
     gy = torch.from_numpy(rng.standard_normal(y.shape)).float()
-    gx = poisoned(lambda: pk.pool_backward(x, gy, k, s, p, mode))
+    gx = kernel_grad(x, gy, k, s, p, mode)
     assert pk.channels_last(gx) == pk.channels_last(x)
     gref = ref_pool_grad(x.numpy(), gy.numpy(), k, s, p, mode)
     assert rel_err(gx.numpy(), gref) < 1e-6
@@ -255,22 +270,16 @@ def test_pool_forward_backward_interp(case, mode, cl, rng):
 
 @cpu_interp
 @pytest.mark.parametrize("case", POOL_CASES)
-@pytest.mark.parametrize("strategy", ["one_pass", "two_pass"])
 @pytest.mark.parametrize("cl", [False, True])
-def test_pool_max_backward_strategies_interp(case, strategy, cl, rng):
-    """Both max backward strategies (argmax recomputed per owner block; or
-    first-max codes written by a first pass, then gathered), with ties."""
-    pk = kernels()
+def test_pool_max_codes_with_ties_interp(case, cl, rng):
+    """Integer data (many ties): the first-max codes of the training forward
+    send each window's gradient to its first maximum in row-major order."""
     spatial, k, s, p = case
     x = torch.from_numpy(rng.integers(-3, 2, size=(2, 3) + spatial).astype(np.float32))
     x = layout(x, cl)
     out = tuple(out_length(L, ki, si, pi, True) for L, ki, si, pi in zip(spatial, k, s, p))
     gy = torch.from_numpy(rng.standard_normal((2, 3) + out)).float()
-    pk.CONFIG_OVERRIDE.update(max_bwd=strategy)
-    try:
-        gx = poisoned(lambda: pk.pool_backward(x, gy, k, s, p, "max"))
-    finally:
-        pk.CONFIG_OVERRIDE.clear()
+    gx = kernel_grad(x, gy, k, s, p, "max")
     gref = ref_pool_grad(x.numpy(), gy.numpy(), k, s, p, "max")
     np.testing.assert_allclose(gx.numpy(), gref, rtol=1e-5, atol=1e-5)
 
@@ -292,7 +301,7 @@ def test_pool_row_groups_interp(rows, case, mode, cl, rng):
     try:
         y = poisoned(lambda: pk.pool_forward(x, k, s, p, out, mode))
         gy = torch.from_numpy(rng.standard_normal(y.shape)).float()
-        gx = poisoned(lambda: pk.pool_backward(x, gy, k, s, p, mode))
+        gx = kernel_grad(x, gy, k, s, p, mode)
     finally:
         pk.CONFIG_OVERRIDE.clear()
     assert rel_err(y.numpy(), ref_pool(x.numpy(), k, s, p, mode)) < 1e-6
@@ -311,7 +320,7 @@ def test_pool_ignore_border_false_interp(spatial, k, s, mode, rng):
     ref = ref_pool(x.numpy(), k, s, (0, 0), mode, ignore_border=False)
     assert rel_err(y.numpy(), ref) < 1e-6
     gy = torch.from_numpy(rng.standard_normal(y.shape)).float()
-    gx = poisoned(lambda: pk.pool_backward(x, gy, k, s, (0, 0), mode))
+    gx = kernel_grad(x, gy, k, s, (0, 0), mode)
     gref = ref_pool_grad(x.numpy(), gy.numpy(), k, s, (0, 0), mode, ignore_border=False)
     assert rel_err(gx.numpy(), gref) < 1e-6
 
@@ -330,7 +339,7 @@ def test_pool_max_ties_and_infinities_interp(cl, rng):
     y = pk.pool_forward(x, k, s, p, out, "max")
     np.testing.assert_array_equal(y.numpy(), ref_pool(x.numpy(), k, s, p, "max"))
     gy = torch.from_numpy(rng.standard_normal(y.shape)).float()
-    gx = pk.pool_backward(x, gy, k, s, p, "max")
+    gx = kernel_grad(x, gy, k, s, p, "max")
     gref = ref_pool_grad(x.numpy(), gy.numpy(), k, s, p, "max")
     np.testing.assert_allclose(gx.numpy(), gref, rtol=1e-5, atol=1e-5)
 
@@ -347,7 +356,7 @@ def test_pool_strided_input_interp(rng):
         y = pk.pool_forward(x, k, s, p, out, mode)
         assert rel_err(y.numpy(), ref_pool(x.numpy(), k, s, p, mode)) < 1e-6
         gy = torch.ones(()).expand(y.shape)
-        gx = pk.pool_backward(x, gy, k, s, p, mode)
+        gx = kernel_grad(x, gy, k, s, p, mode)
         gref = ref_pool_grad(x.numpy(), np.ones(y.shape), k, s, p, mode)
         assert rel_err(gx.numpy(), gref) < 1e-6
 
@@ -442,6 +451,27 @@ def test_ops_through_interpreter_opcheck(route_interpreter, rng):
                          "average_exc_pad")
     assert rel_err(x.grad.numpy(), gref) < 1e-6
     x.grad = None
+    xc = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    for xx in (x, xc):
+        torch.library.opcheck(torch.ops.lasagne.max_pool_codes.default,
+                              (xx, [3, 3], [2, 2], [1, 1], True))
+        y, codes = torch.ops.lasagne.max_pool_codes(xx, [3, 2], [2, 2], [1, 0], False)
+        gy = torch.from_numpy(rng.standard_normal(y.shape)).float()
+        torch.library.opcheck(torch.ops.lasagne.max_pool_codes_backward.default,
+                              (gy, codes, list(xx.shape), xx is xc, [3, 2], [2, 2], [1, 0]))
+        # the training path of pool(): codes kept instead of the input
+        y = pc.pool(xx, (3, 2), (2, 2), (1, 0), "max", False)
+        assert "MaxPoolCodes" in type(y.grad_fn).__name__
+        (g,) = torch.autograd.grad(y, xx, gy)
+        gref = ref_pool_grad(x.detach().numpy(), gy.numpy(), (3, 2), (2, 2), (1, 0), "max", False)
+        assert rel_err(g.numpy(), gref) < 1e-6
+        assert pc._is_channels_last(g) == (xx is xc)
+        y = pc.pool(xx, (3, 2), (2, 2), (1, 0), "max", False)
+        (g,) = torch.autograd.grad(y, xx, gy, create_graph=True)
+        with pytest.raises(RuntimeError, match="not differentiable|does not require"):
+            g.sum().backward()
+    with torch.no_grad():   # no backward: the plain forward, no codes
+        assert pc.pool(x, (3, 3), (2, 2), (1, 1), "max").grad_fn is None
     y = sc.spatial_pyramid_pool(x, (2, 1), "max", "kaiming")
     y.backward(torch.ones_like(y))
     gref = ref_spp_grad(x.detach().numpy(), np.ones(y.shape), (2, 1), "max", "kaiming")
@@ -688,8 +718,8 @@ def test_dispatch_from_public_ops_gpu(monkeypatch):
     use_triton_pooling(True)
     calls = []
     real_pf, real_pb, real_sf = pk.pool_forward, pk.pool_backward, sk.spp_forward
-    monkeypatch.setattr(pk, "pool_forward", lambda *a: calls.append("pf") or real_pf(*a))
-    monkeypatch.setattr(pk, "pool_backward", lambda *a: calls.append("pb") or real_pb(*a))
+    monkeypatch.setattr(pk, "pool_forward", lambda *a, **k: calls.append("pf") or real_pf(*a, **k))
+    monkeypatch.setattr(pk, "pool_backward", lambda *a, **k: calls.append("pb") or real_pb(*a, **k))
     monkeypatch.setattr(sk, "spp_forward", lambda *a: calls.append("sf") or real_sf(*a))
     x = torch.randn(4, 16, 15, 13, device="cuda", requires_grad=True)
     y = P.pool(x, (3, 3), (2, 2), (1, 1), "max")

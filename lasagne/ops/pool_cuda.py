@@ -7,11 +7,15 @@ below the pool size, ``average_inc_pad`` / ``average_exc_pad`` divisors,
 
 * CUDA, float32 / float16 / bfloat16: the Triton kernels of
   :mod:`lasagne.ops.triton.pool_kernels` (Triton is imported on the first
-  CUDA call, never on import). The forward writes only the output; the
-  backward recomputes each window's argmax from the input and writes every
-  input gradient once (no atomics, bitwise reproducible). Max pooling sends
-  a window's gradient to its first maximum in row-major window order (as
-  PyTorch's max pooling does for distinct values and ties alike).
+  CUDA call, never on import). The backward writes every input gradient once
+  (no atomics, bitwise reproducible). Max pooling sends a window's gradient
+  to its first maximum in row-major window order (as PyTorch's max pooling
+  does for distinct values and ties alike). When the gradient will be needed
+  (grad mode on, input requiring grad), :func:`pool` runs max pooling as
+  ``lasagne::max_pool_codes``: the forward also writes each window's
+  first-max offset as one byte, and the backward reads those bytes instead of
+  the input (which it does not keep). ``lasagne::pool``'s own backward
+  recomputes them from the input.
 * Anything else (CPU, float64): :func:`reference_pool` and
   :func:`reference_pool_backward`, the same function in plain tensor
   operations (deterministic too).
@@ -28,9 +32,10 @@ portable path runs.
 """
 
 import importlib.util
-from typing import List
+from typing import List, Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from .eager import saved_input_function
 from .lengths import pool_output_length
@@ -44,8 +49,6 @@ TRITON_FOUND = importlib.util.find_spec("triton") is not None
 
 # Largest window (elements) the kernels unroll; larger ones go to the portable path.
 MAX_WINDOW = 64
-# Largest backward neighbourhood (max mode) per owner block, in elements.
-MAX_NEIGHBOURHOOD = 128
 # Largest number of windows an input element belongs to (backward loop size).
 MAX_WINDOWS_PER_INPUT = 32
 
@@ -54,12 +57,15 @@ def _is_channels_last(x):
     return x.shape[1] > 1 and x.stride(1) == 1
 
 
-def _empty_out(x, shape):
-    """Empty ``shape`` in ``x``'s layout (channels-last if ``x`` is)."""
-    if _is_channels_last(x):
+def _empty_out(x, shape, dtype=None, channels_last=None):
+    """Empty ``shape`` like ``x`` (its dtype unless ``dtype``), channels-last
+    if ``x`` is (or as ``channels_last`` says)."""
+    if channels_last is None:
+        channels_last = _is_channels_last(x)
+    if channels_last:
         perm_shape = (shape[0],) + tuple(shape[2:]) + (shape[1],)
-        return x.new_empty(perm_shape).movedim(-1, 1)
-    return x.new_empty(shape)
+        return x.new_empty(perm_shape, dtype=dtype).movedim(-1, 1)
+    return x.new_empty(shape, dtype=dtype)
 
 
 def _out_size(x, pool_size, stride, pad, ignore_border):
@@ -168,15 +174,11 @@ def _geometry_reason(x, pool_size, stride, mode):
         window *= k
     if window > MAX_WINDOW:
         return "window of {} elements (at most {} are unrolled)".format(window, MAX_WINDOW)
-    nw, e = 1, 1
+    nw = 1
     for k, s in zip(pool_size, stride):
-        w = -(-k // s)
-        nw *= w
-        e *= (w - 1) * s + k
+        nw *= -(-k // s)
     if nw > MAX_WINDOWS_PER_INPUT:
         return "each input in up to {} windows (at most {})".format(nw, MAX_WINDOWS_PER_INPUT)
-    if mode == "max" and e > MAX_NEIGHBOURHOOD:
-        return "backward neighbourhood of {} elements (at most {})".format(e, MAX_NEIGHBOURHOOD)
     return None
 
 
@@ -198,14 +200,11 @@ def _geometry_ok(x, pool_size, stride, mode):
     nd = len(pool_size)
     if nd not in (1, 2, 3) or x.ndim != nd + 2:
         return False
-    window, nw, e = 1, 1, 1
+    window, nw = 1, 1
     for k, s in zip(pool_size, stride):
-        w = -(-k // s)
         window *= k
-        nw *= w
-        e *= (w - 1) * s + k
-    return (window <= MAX_WINDOW and nw <= MAX_WINDOWS_PER_INPUT
-            and (mode != "max" or e <= MAX_NEIGHBOURHOOD))
+        nw *= -(-k // s)
+    return window <= MAX_WINDOW and nw <= MAX_WINDOWS_PER_INPUT
 
 
 def supported(x, pool_size, stride, pad, mode, ignore_border):
@@ -243,11 +242,17 @@ def _pool_forward(x, pool_size, stride, pad, mode, ignore_border):
 
 
 def _pool_backward(grad_out, x, pool_size, stride, pad, mode, ignore_border):
-    """The backward of ``lasagne::pool`` (kernels or reference)."""
+    """The backward of ``lasagne::pool`` (kernels or reference). Max on the
+    kernels recomputes the first-max codes from ``x``."""
     if _use_kernels(x, pool_size, stride, pad, mode, ignore_border):
         from .triton import pool_kernels
-        return pool_kernels.pool_backward(x, grad_out, tuple(pool_size), tuple(stride),
-                                          tuple(pad), mode)
+        codes = None
+        if mode == "max":
+            _, codes = pool_kernels.pool_forward(x, tuple(pool_size), tuple(stride), tuple(pad),
+                                                 tuple(grad_out.shape[2:]), mode, codes=True)
+        return pool_kernels.pool_backward(grad_out, tuple(x.shape), _is_channels_last(x),
+                                          tuple(pool_size), tuple(stride), tuple(pad), mode,
+                                          codes)
     return reference_pool_backward(grad_out, x, pool_size, stride, pad, mode, ignore_border)
 
 
@@ -292,8 +297,8 @@ _pool_op.register_autograd(_grad, setup_context=_setup)
 
 def _no_double_backward(ctx, grad):
     raise NotImplementedError(
-        "lasagne::pool_backward is not differentiable: double backward through Lasagne's "
-        "pooling kernels is not supported")
+        "the backward of Lasagne's pooling kernels is not differentiable: double backward "
+        "through them is not supported")
 
 
 def _setup_bwd(ctx, inputs, output):
@@ -306,11 +311,93 @@ _pool_backward_op.register_autograd(_no_double_backward, setup_context=_setup_bw
 _PoolFunction = saved_input_function("PoolKernelFunction", _pool_forward, _pool_backward)
 
 
+# --- max pooling whose backward will run: one byte per window instead of the input -------------
+
+def _max_codes_forward(x, pool_size, stride, pad, ignore_border):
+    """``(y, codes)``: the max pooling and every window's first-max offset."""
+    from .triton import pool_kernels
+    out = _out_size(x, pool_size, stride, pad, ignore_border)
+    return pool_kernels.pool_forward(x, tuple(pool_size), tuple(stride), tuple(pad), out, "max",
+                                     codes=True)
+
+
+def _max_codes_backward(grad_out, codes, input_shape, channels_last, pool_size, stride, pad):
+    from .triton import pool_kernels
+    return pool_kernels.pool_backward(grad_out, tuple(input_shape), bool(channels_last),
+                                      tuple(pool_size), tuple(stride), tuple(pad), "max", codes)
+
+
+@torch.library.custom_op("lasagne::max_pool_codes", mutates_args=())
+def _max_pool_codes_op(x: torch.Tensor, pool_size: List[int], stride: List[int],
+                       pad: List[int], ignore_border: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    return _max_codes_forward(x, pool_size, stride, pad, ignore_border)
+
+
+@_max_pool_codes_op.register_fake
+def _(x, pool_size, stride, pad, ignore_border):
+    shape = (x.shape[0], x.shape[1]) + _out_size(x, pool_size, stride, pad, ignore_border)
+    return _empty_out(x, shape), _empty_out(x, shape, dtype=torch.uint8)
+
+
+@torch.library.custom_op("lasagne::max_pool_codes_backward", mutates_args=())
+def _max_pool_codes_backward_op(grad_out: torch.Tensor, codes: torch.Tensor,
+                                input_shape: List[int], channels_last: bool,
+                                pool_size: List[int], stride: List[int],
+                                pad: List[int]) -> torch.Tensor:
+    return _max_codes_backward(grad_out, codes, input_shape, channels_last, pool_size, stride,
+                               pad)
+
+
+@_max_pool_codes_backward_op.register_fake
+def _(grad_out, codes, input_shape, channels_last, pool_size, stride, pad):
+    return _empty_out(grad_out, tuple(input_shape), channels_last=channels_last)
+
+
+def _setup_codes(ctx, inputs, output):
+    x, pool_size, stride, pad, ignore_border = inputs
+    ctx.save_for_backward(output[1])
+    ctx.args = (list(x.shape), _is_channels_last(x), list(pool_size), list(stride), list(pad))
+
+
+def _grad_codes(ctx, grad_out, grad_codes):
+    (codes,) = ctx.saved_tensors
+    gx = torch.ops.lasagne.max_pool_codes_backward(grad_out, codes, *ctx.args)
+    return gx, None, None, None, None
+
+
+_max_pool_codes_op.register_autograd(_grad_codes, setup_context=_setup_codes)
+_max_pool_codes_backward_op.register_autograd(_no_double_backward, setup_context=_setup_bwd)
+
+
+class _MaxPoolCodesFunction(torch.autograd.Function):
+    """Eager-mode autograd of ``lasagne::max_pool_codes`` (see
+    :mod:`lasagne.ops.eager`): keeps the codes, not the input."""
+
+    @staticmethod
+    def forward(ctx, x, pool_size, stride, pad, ignore_border):
+        y, codes = _max_codes_forward(x, pool_size, stride, pad, ignore_border)
+        ctx.save_for_backward(codes)
+        ctx.args = (tuple(x.shape), _is_channels_last(x), pool_size, stride, pad)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        (codes,) = ctx.saved_tensors
+        return (_max_codes_backward(grad_out, codes, *ctx.args),) + (None,) * 4
+
+
 # --- public entry points ---------------------------------------------------------------------
 
 def pool(x, pool_size, stride, pad, mode, ignore_border=True):
     """``lasagne::pool`` on validated arguments (tuples of ints, one per
     pooled axis); see :func:`lasagne.ops.pool.pool` for the semantics."""
+    if (mode == "max" and x.requires_grad and torch.is_grad_enabled()
+            and _use_kernels(x, pool_size, stride, pad, mode, ignore_border)):
+        args = (list(pool_size), list(stride), list(pad), bool(ignore_border))
+        if torch.compiler.is_compiling():
+            return torch.ops.lasagne.max_pool_codes(x, *args)[0]
+        return _MaxPoolCodesFunction.apply(x, *args)
     args = (list(pool_size), list(stride), list(pad), mode, bool(ignore_border))
     if torch.compiler.is_compiling():
         return torch.ops.lasagne.pool(x, *args)

@@ -32,8 +32,12 @@ to the nearest edge. For max that is exact (every window holds a real
 element, so the clamped edge element lies in the same window); averages
 weight the clamped columns/rows by 0.
 
-Forward: only the output is written (no index tensor); max in float32 with
-NaN propagated, averages accumulated in float32.
+Forward: the output, max in float32 with NaN propagated, averages
+accumulated in float32. For a max pooling whose backward will run,
+:func:`pool_forward` with ``codes=True`` also writes every window's first
+maximum as one byte (its window offset ``(kd*KH + kh)*KW + kw``, 255 for a
+window of padding and NaN only): the backward then reads one byte per output
+instead of the input. No int64 index tensor is ever written.
 
 Backward (deterministic, no atomics): every *input* element gathers the
 gradient of the windows that contain it. The input is cut into blocks of
@@ -43,23 +47,12 @@ gradient of the windows that contain it. The input is cut into blocks of
 for the whole block, and whether window ``j`` covers phase ``r``, and at which
 window offset, is known at compile time. A program takes a tile of owner
 blocks (grouped by ``R`` along h like the forward), loads each window's
-output gradient once, and writes each input exactly once: the sum, in a
-fixed order, of the gradients of the windows whose first maximum is this
-input (max), or of the window gradients over their divisors (averages).
-Inputs covered by no window get zero. Every element of ``grad_input`` is
-written once by one thread: results are bitwise reproducible.
-
-The max needs each window's first maximum (row-major window order). Two
-ways, chosen by :func:`two_pass_backward`:
-
-* one pass (non-overlapping windows, ``K <= S``): the program loads the input
-  neighbourhood of its windows (padding as NaN) and computes each window's
-  maximum (NaN-ignoring) and the first offset holding it;
-* two passes (overlapping windows): :func:`pool_argmax` first writes every
-  window's first-max offset as one byte (a forward-like sweep over ``x``),
-  then the gather pass reads code and gradient per window. This costs two
-  bytes per output but avoids recomputing each window's argmax for every
-  owner block that touches it.
+output gradient (and, for max, its code) once, and writes each input exactly
+once: the sum, in a fixed order, of the gradients of the windows whose first
+maximum is this input (max), or of the window gradients over their divisors
+(averages). Inputs covered by no window get zero. Every element of
+``grad_input`` is written once by one thread: results are bitwise
+reproducible.
 
 Windows holding NaN: the forward returns NaN; the backward sends the
 gradient to the window's first largest number (NaN is skipped).
@@ -215,19 +208,21 @@ def pool_fwd_kernel(x_ptr, y_ptr, C, D, H, W, OD, OH, OW, OHG, A_TOTAL, B_TOTAL,
 
 
 @triton.jit(do_not_specialize=_SIZES_FWD)
-def pool_argmax_kernel(x_ptr, c_ptr, C, D, H, W, OD, OH, OW, OHG, A_TOTAL, B_TOTAL,
-                       sxn, sxc, sxd, sxh, sxw, scn, scc, scd, sch, scw,
-                       KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
-                       SD: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-                       PD, PH, PW,
-                       CL: tl.constexpr, EVEN_B: tl.constexpr, INT64: tl.constexpr,
-                       R: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
-    """First pass of the two-pass max backward: the window offset
-    ``(kd*KH + kh)*KW + kw`` of every window's first maximum, as uint8 (255:
-    none). Same row-group sweep as :func:`pool_fwd_kernel`; padding is NaN
-    here (masked), which the maximum ignores and which never takes a code. A
-    row's code enters an output's only if its maximum is strictly larger
-    (NaN-ignoring), so the first maximum in row-major order wins."""
+def pool_max_codes_kernel(x_ptr, y_ptr, c_ptr, C, D, H, W, OD, OH, OW, OHG, A_TOTAL, B_TOTAL,
+                          sxn, sxc, sxd, sxh, sxw, syn, syc, syd, syh, syw,
+                          scn, scc, scd, sch, scw,
+                          KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+                          SD: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                          PD, PH, PW,
+                          CL: tl.constexpr, EVEN_B: tl.constexpr, INT64: tl.constexpr,
+                          R: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
+    """Max pooling that also writes each window's first-maximum offset
+    ``(kd*KH + kh)*KW + kw`` as uint8 (255: none), for the backward. Same
+    row-group sweep as :func:`pool_fwd_kernel`. The output is the maximum
+    of the clamped loads with NaN propagated (as there); for the code,
+    padding is NaN (masked), which the NaN-ignoring maximum skips and which
+    never takes a code. A row's code enters an output's only if its maximum
+    is strictly larger, so the first maximum in row-major order wins."""
     pa = tl.program_id(0)
     if INT64:
         pa = pa.to(tl.int64)
@@ -249,9 +244,11 @@ def pool_argmax_kernel(x_ptr, c_ptr, C, D, H, W, OD, OH, OW, OHG, A_TOTAL, B_TOT
     for kw in tl.static_range(KW):
         woffs = woffs + (_clamp(w0 + kw, W) * sxw,)
         wms = wms + (((w0 + kw) >= 0) & ((w0 + kw) < W),)
+    ys = ()
     bests = ()
     codes = ()
     for j in tl.static_range(R):
+        ys = ys + (tl.full([BLOCK_A, BLOCK_B], float("-inf"), tl.float32),)
         bests = bests + (tl.full([BLOCK_A, BLOCK_B], float("nan"), tl.float32),)
         codes = codes + (tl.full([BLOCK_A, BLOCK_B], 255, tl.int32),)
     for kd in tl.static_range(KD):
@@ -260,9 +257,11 @@ def pool_argmax_kernel(x_ptr, c_ptr, C, D, H, W, OD, OH, OW, OHG, A_TOTAL, B_TOT
             hh = h0 + i
             rowm = (dd >= 0) & (dd < D) & (hh >= 0) & (hh < H)
             row = xb + (_clamp(dd, D) * sxd + _clamp(hh, H) * sxh)
+            hy = tl.full([BLOCK_A, BLOCK_B], float("-inf"), tl.float32)
             vs = ()
             for kw in tl.static_range(KW):
                 v = tl.load(row + woffs[kw], mask=cm).to(tl.float32)
+                hy = tl.maximum(hy, v, propagate_nan=tl.PropagateNan.ALL)
                 vs = vs + (tl.where(rowm & wms[kw], v, float("nan")),)
             hv = vs[0]
             for kw in tl.static_range(1, KW):
@@ -271,23 +270,30 @@ def pool_argmax_kernel(x_ptr, c_ptr, C, D, H, W, OD, OH, OW, OHG, A_TOTAL, B_TOT
             for kw in tl.static_range(KW - 1, 0, -1):
                 hc = tl.where(vs[kw] == hv, kw, hc)
             hc = tl.where(vs[0] == hv, 0, hc)
+            new_y = ()
             new_b = ()
             new_c = ()
             for j in tl.static_range(R):
                 if (i >= j * SH) and (i < j * SH + KH):
+                    new_y = new_y + (tl.maximum(ys[j], hy, propagate_nan=tl.PropagateNan.ALL),)
                     # strictly larger, or the first real row (best still NaN)
                     take = (hv > bests[j]) | ((bests[j] != bests[j]) & (hv == hv))
                     new_b = new_b + (tl.where(take, hv, bests[j]),)
                     new_c = new_c + (tl.where(take, (kd * KH + i - j * SH) * KW + hc, codes[j]),)
                 else:
+                    new_y = new_y + (ys[j],)
                     new_b = new_b + (bests[j],)
                     new_c = new_c + (codes[j],)
+            ys = new_y
             bests = new_b
             codes = new_c
+    ybase = y_ptr + (n * syn + c * syc + od * syd + ow * syw)
     cbase = c_ptr + (n * scn + c * scc + od * scd + ow * scw)
     for j in tl.static_range(R):
         oh = oh0 + j
-        tl.store(cbase + oh * sch, codes[j].to(tl.uint8), mask=valid & (oh < OH))
+        m = valid & (oh < OH)
+        tl.store(ybase + oh * syh, ys[j].to(y_ptr.dtype.element_ty), mask=m)
+        tl.store(cbase + oh * sch, codes[j].to(tl.uint8), mask=m)
 
 
 @triton.jit
@@ -302,27 +308,24 @@ def _axis_factor(o, O, S: tl.constexpr, P, K: tl.constexpr, L, MODE: tl.constexp
 
 
 @triton.jit(do_not_specialize=_SIZES_BWD)
-def pool_bwd_kernel(x_ptr, gy_ptr, gx_ptr, c_ptr, C, D, H, W, OD, OH, OW, QD, QHG, QW,
+def pool_bwd_kernel(gy_ptr, gx_ptr, c_ptr, C, D, H, W, OD, OH, OW, QD, QHG, QW,
                     A_TOTAL, B_TOTAL,
-                    sxn, sxc, sxd, sxh, sxw, sgn, sgc, sgd, sgh, sgw,
-                    sdn, sdc, sdd, sdh, sdw, scn, scc, scd, sch, scw,
+                    sgn, sgc, sgd, sgh, sgw, sdn, sdc, sdd, sdh, sdw, scn, scc, scd, sch, scw,
                     KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                     SD: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                     PD, PH, PW,
                     NWD: tl.constexpr, NWH: tl.constexpr, NWW: tl.constexpr,
                     MODE: tl.constexpr, CL: tl.constexpr, EVEN_B: tl.constexpr, INT64: tl.constexpr,
-                    CODES_IN: tl.constexpr,
                     R: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr):
     """Each tile element is a group of owner blocks: one along d and w, ``R``
     consecutive along h. Owner ``q`` holds inputs ``q*S - P + r``,
     ``0 <= r < S``; windows ``q - j`` (``j*S + r < K``) contain them.
 
     Windows of the group are numbered per axis ``m = 0 .. R_axis + NW - 2``:
-    window ``m`` is ``q0 - NW + 1 + m`` and covers neighbourhood positions
-    ``[m*S, m*S + K)``, the neighbourhood starting at input
-    ``(q0 - NW + 1)*S - P``. Owner ``u``'s phase ``r`` sits at neighbourhood
-    position ``(u + NW - 1)*S + r`` and its ``j``-th window is
-    ``m = u - j + NW - 1``."""
+    window ``m`` is ``q0 - NW + 1 + m``. Owner ``u``'s phase ``r`` lies in
+    its ``j``-th window ``m = u - j + NW - 1`` at offset ``j*S + r``. Max
+    reads each window's first-maximum code (``c_ptr``, from
+    :func:`pool_max_codes_kernel`)."""
     pa = tl.program_id(0)
     if INT64:
         pa = pa.to(tl.int64)
@@ -351,13 +354,15 @@ def pool_bwd_kernel(x_ptr, gy_ptr, gx_ptr, c_ptr, C, D, H, W, OD, OH, OW, QD, QH
     iws = ()
     fws = ()
     gwoffs = ()
+    cwoffs = ()
     for mw in tl.static_range(NWW):
         i_, f_ = _axis_factor(ow0 + mw, OW, SW, PW, KW, W, MODE)
         iws = iws + (i_,)
         fws = fws + (f_,)
         gwoffs = gwoffs + (_clamp(ow0 + mw, OW) * sgw,)
+        cwoffs = cwoffs + (_clamp(ow0 + mw, OW) * scw,)
     # the output gradient of every window of the group (0 outside the output),
-    # and with CODES_IN its first-max code from pool_argmax_kernel
+    # and for max its first-max code
     gs = ()
     codes = ()
     if CL and not EVEN_B:
@@ -377,41 +382,9 @@ def pool_bwd_kernel(x_ptr, gy_ptr, gx_ptr, c_ptr, C, D, H, W, OD, OH, OW, QD, QH
                 if MODE != 0:
                     g = g * (fdh * fws[mw])
                 gs = gs + (tl.where(idh & iws[mw], g, 0.0),)
-                if CODES_IN:
-                    code = tl.load(crow + _clamp(ow0 + mw, OW) * scw, mask=cm)
-                    codes = codes + (code.to(tl.int32),)
+                if MODE == 0:
+                    codes = codes + (tl.load(crow + cwoffs[mw], mask=cm).to(tl.int32),)
 
-    nb = ()
-    if (MODE == 0) and not CODES_IN:
-        # the group's input neighbourhood, padding set to NaN (see _first_max_code)
-        e0d = od0 * SD - PD
-        e0h = oh0 * SH - PH
-        e0w = ow0 * SW - PW
-        xb = x_ptr + (n * sxn + c * sxc)
-        wms = ()
-        woffs = ()
-        for ew in tl.static_range((NWW - 1) * SW + KW):
-            wms = wms + (((e0w + ew) >= 0) & ((e0w + ew) < W),)
-            woffs = woffs + (_clamp(e0w + ew, W) * sxw,)
-        for ed in tl.static_range((NWD - 1) * SD + KD):
-            dd = e0d + ed
-            for eh in tl.static_range((R + NWH - 2) * SH + KH):
-                hh = e0h + eh
-                mdh = (dd >= 0) & (dd < D) & (hh >= 0) & (hh < H)
-                row = xb + (_clamp(dd, D) * sxd + _clamp(hh, H) * sxh)
-                for ew in tl.static_range((NWW - 1) * SW + KW):
-                    v = tl.load(row + woffs[ew], mask=cm).to(tl.float32)
-                    nb = nb + (tl.where(mdh & wms[ew], v, float("nan")),)
-
-    EH: tl.constexpr = (R + NWH - 2) * SH + KH
-    EW: tl.constexpr = (NWW - 1) * SW + KW
-    if (MODE == 0) and not CODES_IN:
-        # each window's first maximum, as its window offset (-1: none)
-        for md in tl.static_range(NWD):
-            for mh in tl.static_range(R + NWH - 1):
-                for mw in tl.static_range(NWW):
-                    codes = codes + (_first_max_code(nb, md * SD, mh * SH, mw * SW, EH, EW,
-                                                     KD, KH, KW),)
     gxb = gx_ptr + (n * sdn + c * sdc)
     for rd in tl.static_range(SD):
         idd = qd * SD - PD + rd
@@ -430,46 +403,17 @@ def pool_bwd_kernel(x_ptr, gy_ptr, gx_ptr, c_ptr, C, D, H, W, OD, OH, OW, QD, QH
                                         (jw * SW + rw < KW):
                                     # window m = (NW-1-jd, u-jh+NWH-1, NW-1-jw) of the group;
                                     # this input is at offset j*S + r inside it
+                                    m = ((NWD - 1 - jd) * (R + NWH - 1) + u - jh + NWH - 1) \
+                                        * NWW + NWW - 1 - jw
                                     if MODE == 0:
-                                        acc += tl.where(
-                                            codes[((NWD - 1 - jd) * (R + NWH - 1) + u - jh + NWH - 1)
-                                                  * NWW + NWW - 1 - jw]
-                                            == ((jd * SD + rd) * KH + jh * SH + rh) * KW
-                                            + jw * SW + rw,
-                                            gs[((NWD - 1 - jd) * (R + NWH - 1) + u - jh + NWH - 1)
-                                               * NWW + NWW - 1 - jw], 0.0)
+                                        offset = ((jd * SD + rd) * KH + jh * SH + rh) * KW \
+                                            + jw * SW + rw
+                                        acc += tl.where(codes[m] == offset, gs[m], 0.0)
                                     else:
-                                        acc += gs[((NWD - 1 - jd) * (R + NWH - 1) + u - jh
-                                                   + NWH - 1) * NWW + NWW - 1 - jw]
+                                        acc += gs[m]
                     tl.store(gxb + idd * sdd + ih * sdh + iw * sdw,
                              acc.to(gx_ptr.dtype.element_ty),
                              mask=mhi & (iw >= 0) & (iw < W))
-
-
-@triton.jit
-def _first_max_code(nb, BD: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
-                    EH: tl.constexpr, EW: tl.constexpr,
-                    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr):
-    """Window offset ``(kd*KH + kh)*KW + kw`` of the first maximum (row-major)
-    of the window whose origin in the neighbourhood ``nb`` is ``(BD, BH, BW)``.
-    Padding is NaN there: the maximum ignores it (maxnum) and it never equals
-    the maximum, so the code is the first real maximal element. (A window
-    whose real elements include NaN sends its gradient to its first largest
-    number; -1 if it holds nothing else.)"""
-    m = nb[(BD * EH + BH) * EW + BW]
-    for kd in tl.static_range(KD):
-        for kh in tl.static_range(KH):
-            for kw in tl.static_range(KW):
-                if (kd + kh + kw) > 0:
-                    m = tl.maximum(m, nb[((BD + kd) * EH + BH + kh) * EW + BW + kw])
-    code = tl.full(m.shape, -1, tl.int32)
-    # reverse row-major order: the last assignment is the first match
-    for kd in tl.static_range(KD - 1, -1, -1):
-        for kh in tl.static_range(KH - 1, -1, -1):
-            for kw in tl.static_range(KW - 1, -1, -1):
-                code = tl.where(nb[((BD + kd) * EH + BH + kh) * EW + BW + kw] == m,
-                                (kd * KH + kh) * KW + kw, code)
-    return code
 
 
 # -- host side ------------------------------------------------------------------------------------
@@ -511,14 +455,20 @@ def channels_last(x):
     return x.shape[1] > 1 and x.stride(1) == 1
 
 
-def empty_like_layout(x, shape):
-    """An empty tensor of ``shape`` (same ndim as ``x``) in ``x``'s layout:
-    channels-last when ``x`` is, contiguous otherwise."""
+def empty_in_layout(shape, cl, dtype, device):
+    """An empty tensor of ``shape`` ``(N, C, *spatial)``: channels-last when
+    ``cl``, contiguous otherwise."""
     import torch
-    if channels_last(x):
-        return torch.empty((shape[0],) + tuple(shape[2:]) + (shape[1],), dtype=x.dtype,
-                           device=x.device).movedim(-1, 1)
-    return torch.empty(shape, dtype=x.dtype, device=x.device)
+    if cl:
+        return torch.empty((shape[0],) + tuple(shape[2:]) + (shape[1],), dtype=dtype,
+                           device=device).movedim(-1, 1)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def empty_like_layout(x, shape):
+    """An empty tensor of ``shape`` (same ndim as ``x``) in ``x``'s layout
+    and dtype."""
+    return empty_in_layout(shape, channels_last(x), x.dtype, x.device)
 
 
 # Tile configuration. ``CONFIG_OVERRIDE`` (a dict updated by benchmarks) takes
@@ -530,23 +480,22 @@ def empty_like_layout(x, shape):
 #   bwd_warps    warps per program (backward)
 #   bwd_rows     owner rows per group, stride 1 / stride > 1 (backward)
 #   max_block_b  widest tile column block
-#   max_bwd      'auto' (two passes where windows overlap), 'one_pass', 'two_pass'
 CONFIG_OVERRIDE = {}
 
 _DEFAULTS = {"fwd_elems": 2048, "fwd_warps": 4, "fwd_rows": (8, 4), "bwd_regs": 160,
-             "bwd_warps": 4, "bwd_rows": (4, 2), "max_block_b": 128, "max_bwd": "auto"}
+             "bwd_warps": 4, "bwd_rows": (4, 2), "max_block_b": 128}
 
 
 def _cfg(key):
     return CONFIG_OVERRIDE.get(key, _DEFAULTS[key])
 
 
-def _tiles(cl, C, last, per_thread, x, warps):
+def _tiles(cl, C, last, per_thread, elem_size, warps):
     """``(BLOCK_A, BLOCK_B)`` holding ``per_thread`` elements per thread
     (at most one 16-byte vector when the channel count leaves a masked tail:
     masked tiles compile poorly when larger)."""
     if cl:
-        cap = 128 if x.element_size() <= 2 else 64
+        cap = 128 if elem_size <= 2 else 64
         block_b = min(_pow2(C), cap, _cfg("max_block_b"))
         if C % block_b:
             per_thread = min(per_thread, 4)
@@ -569,14 +518,14 @@ def _pick_rows(length, rmax, cost):
     return best_r
 
 
-def _fwd_per_thread(cl, C, K, S, R, x, warps):
+def _fwd_per_thread(cl, C, K, S, R, elem_size, warps):
     """Tile elements (row groups) per thread in the forward sweeps: about
     ``fwd_elems`` outputs per program, at most ~256 unrolled loads per thread
     (the compiler hoists them all), at least one 16-byte channel vector."""
     loads = K[0] * ((R - 1) * S[1] + K[1]) * K[2]
     per_thread = max(1, min(_cfg("fwd_elems") // (32 * warps * R), 256 // loads))
     if cl:
-        per_thread = max(per_thread, min(16 // x.element_size(), _pow2(C)))
+        per_thread = max(per_thread, min(16 // elem_size, _pow2(C)))
     return _pow2_floor(per_thread)
 
 
@@ -585,19 +534,25 @@ def forward_rows(out_h, k_h, s_h):
     return _pick_rows(out_h, rmax, lambda r: ((r - 1) * s_h + k_h) / 1.0)
 
 
-def pool_forward(x, pool_size, stride, pad, out_size, mode):
+def pool_forward(x, pool_size, stride, pad, out_size, mode, codes=False):
     """Pool ``x`` ``(N, C, *spatial)`` (1 to 3 spatial axes).
 
     ``pool_size``, ``stride``, ``pad``, ``out_size``: tuples of ints, one per
     spatial axis (``out_size`` from :func:`lasagne.ops.lengths.pool_output_length`,
     which also covers ``ignore_border=False``). Returns ``y`` in ``x``'s
-    layout and dtype.
+    layout and dtype; with ``codes=True`` (max only) ``(y, codes)``, where
+    ``codes`` (uint8, ``y``'s shape and layout) is every window's first-max
+    offset for :func:`pool_backward`.
     """
+    if codes and mode != "max":
+        raise ValueError("pool_forward: codes=True is for max pooling, got mode {!r}".format(mode))
     nd = x.ndim - 2
     N, C = x.shape[:2]
+    cl = channels_last(x)
     y = empty_like_layout(x, (N, C) + tuple(out_size))
+    c = empty_in_layout(tuple(y.shape), cl, _uint8(), x.device) if codes else None
     if y.numel() == 0:
-        return y
+        return (y, c) if codes else y
     x5, y5 = _as_5d(x, nd), _as_5d(y, nd)
     K = _as_3(pool_size, nd, 1)
     S = _as_3(stride, nd, 1)
@@ -606,145 +561,90 @@ def pool_forward(x, pool_size, stride, pad, out_size, mode):
     OD, OH, OW = y5.shape[2:]
     R = forward_rows(OH, K[1], S[1])
     OHG = _cdiv(OH, R)
-    cl = channels_last(x)
     if cl:
         a_total, b_total = N * OD * OHG * OW, C
     else:
         a_total, b_total = N * C * OD * OHG, OW
     warps = _cfg("fwd_warps")
-    per_thread = _fwd_per_thread(cl, C, K, S, R, x, warps)
-    block_a, block_b = _tiles(cl, C, OW, per_thread, x, warps)
+    per_thread = _fwd_per_thread(cl, C, K, S, R, x.element_size(), warps)
+    block_a, block_b = _tiles(cl, C, OW, per_thread, x.element_size(), warps)
     grid = (_cdiv(a_total, block_a), _cdiv(b_total, block_b))
+    geometry = dict(KD=K[0], KH=K[1], KW=K[2], SD=S[0], SH=S[1], SW=S[2], PD=P[0], PH=P[1],
+                    PW=P[2], CL=cl, EVEN_B=(not cl) or b_total % block_b == 0, R=R,
+                    BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
+    if codes:
+        c5 = _as_5d(c, nd)
+        pool_max_codes_kernel[grid](
+            x5, y5, c5, C, D, H, W, OD, OH, OW, OHG, a_total, b_total, *x5.stride(),
+            *y5.stride(), *c5.stride(), INT64=_needs_int64(x5, y5, c5), **geometry)
+        return y, c
     pool_fwd_kernel[grid](
         x5, y5, C, D, H, W, OD, OH, OW, OHG, a_total, b_total, *x5.stride(), *y5.stride(),
-        KD=K[0], KH=K[1], KW=K[2], SD=S[0], SH=S[1], SW=S[2], PD=P[0], PH=P[1], PW=P[2],
-        MODE=MODES[mode], CL=cl, EVEN_B=(not cl) or b_total % block_b == 0, INT64=_needs_int64(x5, y5), R=R,
-        BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
+        MODE=MODES[mode], INT64=_needs_int64(x5, y5), **geometry)
     return y
 
 
-def backward_geometry(pool_size, stride, nd):
-    """Per-axis ``(NW, E)`` of the backward: windows per owner block and the
-    neighbourhood extent of one owner, for the 3D-padded parameters."""
-    K = _as_3(pool_size, nd, 1)
-    S = _as_3(stride, nd, 1)
-    NW = tuple(_cdiv(k, s) for k, s in zip(K, S))
-    E = tuple((w - 1) * s + k for w, s, k in zip(NW, S, K))
-    return NW, E
+def _uint8():
+    import torch
+    return torch.uint8
 
 
-def backward_plan(x_shape, pool_size, stride, pad, mode, codes_in=False):
-    """``(R, live)``: owner rows per group and the live values per group
-    element (window gradients, their codes with ``codes_in``, and for the
-    one-pass max backward the input neighbourhood)."""
+def backward_plan(pool_size, stride, input_h, pad_h, mode):
+    """``(NW, R, live)``: per-axis windows per owner block, owner rows per
+    group and the live values per group element (window gradients, and for
+    max their codes)."""
     nd = len(pool_size)
     K = _as_3(pool_size, nd, 1)
     S = _as_3(stride, nd, 1)
-    P = _as_3(pad, nd, 0)
-    H = ([1, 1] + list(x_shape[2:]))[-2]
-    QH = _cdiv(H + P[1], S[1])
-    NW, E = backward_geometry(pool_size, stride, nd)
+    NW = tuple(_cdiv(k, s) for k, s in zip(K, S))
+    QH = _cdiv(input_h + pad_h, S[1])
     rmax = _cfg("bwd_rows")[0 if S[1] == 1 else 1]
 
     def live(r):
         windows = NW[0] * (r + NW[1] - 1) * NW[2]
-        g = windows * (3 if codes_in else 2)
-        if MODES[mode] == MAX and not codes_in:
-            g += E[0] * ((r + NW[1] - 2) * S[1] + K[1]) * E[2]
-        return g
+        return windows * (3 if MODES[mode] == MAX else 2)
     R = _pick_rows(QH, rmax, lambda r: live(r) / 1.0)
-    return R, live(R)
+    return NW, R, live(R)
 
 
-def two_pass_backward(pool_size, stride, mode):
-    """Whether the max backward takes two passes (codes, then gather): when
-    windows overlap, so that recomputing every window's argmax per owner block
-    would cost more than writing and reading one byte per output."""
-    if mode != "max" or _cfg("max_bwd") == "one_pass":
-        return False
-    if _cfg("max_bwd") == "two_pass":
-        return True
-    return any(k > s for k, s in zip(pool_size, stride))
-
-
-def pool_argmax(x, pool_size, stride, pad, out_size):
-    """First pass of the two-pass max backward: each window's first-max
-    offset, uint8, in ``x``'s layout with the output's shape."""
-    nd = x.ndim - 2
-    N, C = x.shape[:2]
-    codes = _empty_codes(x, (N, C) + tuple(out_size))
-    x5, c5 = _as_5d(x, nd), _as_5d(codes, nd)
-    K = _as_3(pool_size, nd, 1)
-    S = _as_3(stride, nd, 1)
-    P = _as_3(pad, nd, 0)
-    D, H, W = x5.shape[2:]
-    OD, OH, OW = c5.shape[2:]
-    R = forward_rows(OH, K[1], S[1])
-    OHG = _cdiv(OH, R)
-    cl = channels_last(x)
-    if cl:
-        a_total, b_total = N * OD * OHG * OW, C
-    else:
-        a_total, b_total = N * C * OD * OHG, OW
-    warps = _cfg("fwd_warps")
-    per_thread = _fwd_per_thread(cl, C, K, S, R, x, warps)
-    block_a, block_b = _tiles(cl, C, OW, per_thread, x, warps)
-    grid = (_cdiv(a_total, block_a), _cdiv(b_total, block_b))
-    pool_argmax_kernel[grid](
-        x5, c5, C, D, H, W, OD, OH, OW, OHG, a_total, b_total, *x5.stride(), *c5.stride(),
-        KD=K[0], KH=K[1], KW=K[2], SD=S[0], SH=S[1], SW=S[2], PD=P[0], PH=P[1], PW=P[2],
-        CL=cl, EVEN_B=(not cl) or b_total % block_b == 0, INT64=_needs_int64(x5, c5), R=R,
-        BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
-    return codes
-
-
-def _empty_codes(x, shape):
-    import torch
-    if channels_last(x):
-        return torch.empty((shape[0],) + tuple(shape[2:]) + (shape[1],), dtype=torch.uint8,
-                           device=x.device).movedim(-1, 1)
-    return torch.empty(shape, dtype=torch.uint8, device=x.device)
-
-
-def pool_backward(x, grad_out, pool_size, stride, pad, mode):
-    """Gradient of :func:`pool_forward` with respect to ``x``: a new tensor in
-    ``x``'s layout. ``x`` is read only for max pooling (the argmax is
-    recomputed: in the same kernel for non-overlapping windows, by
-    :func:`pool_argmax` first for overlapping ones); ``grad_out`` may have
-    any strides."""
-    nd = x.ndim - 2
-    N, C = x.shape[:2]
-    gx = empty_like_layout(x, tuple(x.shape))
+def pool_backward(grad_out, input_shape, input_cl, pool_size, stride, pad, mode, codes=None):
+    """Gradient of :func:`pool_forward` with respect to its input, of shape
+    ``input_shape``, laid out channels-last when ``input_cl``, in
+    ``grad_out``'s dtype. Max pooling takes the ``codes`` that
+    ``pool_forward(..., codes=True)`` wrote; ``grad_out`` and ``codes`` may
+    have any strides."""
+    if (codes is None) != (mode != "max"):
+        raise ValueError("pool_backward: max pooling needs the forward's codes, averages none")
+    nd = len(input_shape) - 2
+    N, C = input_shape[:2]
+    gx = empty_in_layout(tuple(input_shape), input_cl, grad_out.dtype, grad_out.device)
     if gx.numel() == 0:
         return gx
-    codes_in = two_pass_backward(pool_size, stride, mode)
-    codes = pool_argmax(x, pool_size, stride, pad, tuple(grad_out.shape[2:])) if codes_in \
-        else grad_out
-    x5, g5, d5, c5 = (_as_5d(t, nd) for t in (x, grad_out, gx, codes))
+    if codes is None:
+        codes = grad_out   # not read (the kernel's code pointer is unused for averages)
+    g5, d5, c5 = (_as_5d(t, nd) for t in (grad_out, gx, codes))
     K = _as_3(pool_size, nd, 1)
     S = _as_3(stride, nd, 1)
     P = _as_3(pad, nd, 0)
-    D, H, W = x5.shape[2:]
+    D, H, W = d5.shape[2:]
     OD, OH, OW = g5.shape[2:]
     QD, QH, QW = (_cdiv(L + p, s) for L, p, s in zip((D, H, W), P, S))
-    NW, _ = backward_geometry(pool_size, stride, nd)
-    R, live = backward_plan(tuple(x.shape), pool_size, stride, pad, mode, codes_in)
+    NW, R, live = backward_plan(pool_size, stride, H, P[1], mode)
     QHG = _cdiv(QH, R)
-    cl = channels_last(x)
-    if cl:
+    if input_cl:
         a_total, b_total = N * QD * QHG * QW, C
     else:
         a_total, b_total = N * C * QD * QHG, QW
     warps = _cfg("bwd_warps")
-    vec = 16 // x.element_size()
-    per_thread = max(1, min(vec, _pow2_floor(_cfg("bwd_regs") // max(1, live))))
-    block_a, block_b = _tiles(cl, C, QW, per_thread, x, warps)
+    elem_size = grad_out.element_size()
+    per_thread = max(1, min(16 // elem_size, _pow2_floor(_cfg("bwd_regs") // max(1, live))))
+    block_a, block_b = _tiles(input_cl, C, QW, per_thread, elem_size, warps)
     grid = (_cdiv(a_total, block_a), _cdiv(b_total, block_b))
     pool_bwd_kernel[grid](
-        x5, g5, d5, c5, C, D, H, W, OD, OH, OW, QD, QHG, QW, a_total, b_total,
-        *x5.stride(), *g5.stride(), *d5.stride(), *c5.stride(),
+        g5, d5, c5, C, D, H, W, OD, OH, OW, QD, QHG, QW, a_total, b_total,
+        *g5.stride(), *d5.stride(), *c5.stride(),
         KD=K[0], KH=K[1], KW=K[2], SD=S[0], SH=S[1], SW=S[2], PD=P[0], PH=P[1], PW=P[2],
-        NWD=NW[0], NWH=NW[1], NWW=NW[2], MODE=MODES[mode], CL=cl,
-        EVEN_B=(not cl) or b_total % block_b == 0, INT64=_needs_int64(x5, g5, d5, c5),
-        CODES_IN=codes_in, R=R, BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
+        NWD=NW[0], NWH=NW[1], NWW=NW[2], MODE=MODES[mode], CL=input_cl,
+        EVEN_B=(not input_cl) or b_total % block_b == 0, INT64=_needs_int64(g5, d5, c5),
+        R=R, BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
     return gx
