@@ -21,7 +21,8 @@ time (CUDA events, median, L2 flushed before each repeat; bench/common.py) of
   adaptive pools + cat;
 
 the bytes-moved floor (forward: read x + write y; backward: read grad_out
-and, for max pooling, the one-byte codes (SPP max: x), write grad_x), achieved bandwidth as a fraction of the
+and, for max, the codes of the training forward (one byte per output for
+pooling, an int32 per bin for SPP), write grad_x), achieved bandwidth as a fraction of the
 device-to-device copy bandwidth measured in the same run, and torch time /
 our time. Results print as a table and go to
 ``bench/results/pool_kernels-<gpu>-<date>.json``.
@@ -204,9 +205,16 @@ def bench_spp(case, dtype_name, layout, copy_bw, rows, repeat):
         err = ((y.float() - yb.float()).norm() / yb.float().norm()).item()
         check = "ok" if err < (1e-2 if dtype != torch.float32 else 1e-5) else "MISMATCH %.2e" % err
         gy = torch.randn_like(y)
-        bwd = lambda: torch.ops.lasagne.spp_backward(gy, x, list(dims), mode, "kaiming")  # noqa
+        if mode == "max":   # the training path: the forward's bin argmaxes, not x
+            _, codes = torch.ops.lasagne.spp_max_codes(x, list(dims), "kaiming")
+            bwd = lambda: torch.ops.lasagne.spp_max_codes_backward(  # noqa: E731
+                gy, codes, list(x.shape), spp_cuda._is_channels_last(x), list(dims))
+            bb = tensor_bytes(gy, x, codes)
+        else:
+            bwd = lambda: torch.ops.lasagne.spp_backward(  # noqa: E731
+                gy, x, list(dims), mode, "kaiming")
+            bb = tensor_bytes(gy, x)
         fb = tensor_bytes(x, y)
-        bb = tensor_bytes(gy, x) + (tensor_bytes(x) if mode == "max" else 0)
         port = portable_spp(dims, mode)
         for what, fn, bfn, pfn, nbytes in [
                 ("fwd", lambda: ours(x), lambda: base(x), port and (lambda: port(x)), fb),
@@ -263,6 +271,7 @@ def _precompile_worker(job):
             x = make_input(shape, DTYPES[dtype_name], layout)
             for mode in ("max", "average_exc_pad"):
                 y = spp_cuda.spatial_pyramid_pool(x, dims, mode, "kaiming")
+                fwd_bwd(lambda t: spp_cuda.spatial_pyramid_pool(t, dims, mode, "kaiming"), x, y)()
                 torch.ops.lasagne.spp_backward(y, x, list(dims), mode, "kaiming")
         torch.cuda.synchronize()
         return None
@@ -287,7 +296,7 @@ SWEEP_POOL = [
     {"bwd_warps": 8},
 ]
 SWEEP_SPP = [
-    {}, {"cl_warps": 2}, {"cl_warps": 4}, {"block_p": 16}, {"block_p": 64, "warps": 8},
+    {}, {"tile": 1024}, {"tile": 4096, "warps": 8}, {"cl_block_p": 16}, {"cl_block_p": 64},
     {"wmax": 16}, {"bwd_block_p": 16}, {"bwd_block_p": 64, "bwd_warps": 8},
 ]
 

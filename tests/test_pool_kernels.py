@@ -230,6 +230,21 @@ def spp_kernels():
     return sk
 
 
+def spp_kernel_grad(x, gy, dims, mode, implementation):
+    """The SPP kernels' input gradient: for max, through the codes that the
+    training forward writes (its output must equal the plain forward's)."""
+    sk = spp_kernels()
+    codes = None
+    if mode == "max":
+        y, codes = poisoned(lambda: sk.spp_forward(x, dims, "max", implementation, codes=True))
+        assert codes.dtype == torch.int32 and codes.shape == y.shape
+        torch.testing.assert_close(y, sk.spp_forward(x, dims, "max", implementation), rtol=0,
+                                   atol=0, equal_nan=True)
+    cl = x.shape[1] > 1 and x.stride(1) == 1
+    return poisoned(lambda: sk.spp_backward(gy, tuple(x.shape), cl, dims, mode, implementation,
+                                            codes))
+
+
 # --- CPU (interpreter) ------------------------------------------------------------------------
 
 POOL_CASES = [
@@ -378,7 +393,7 @@ def test_spp_interp(hw, implementation, mode, cl, rng):
     ref = ref_spp(x.numpy(), dims, mode, implementation)
     assert rel_err(y.numpy(), ref) < 1e-6
     gy = torch.from_numpy(rng.standard_normal(y.shape)).float()
-    gx = poisoned(lambda: sk.spp_backward(x, gy, dims, mode, implementation))
+    gx = spp_kernel_grad(x, gy, dims, mode, implementation)
     assert gx.stride(1) == x.stride(1) or hw == (1, 1)
     gref = ref_spp_grad(x.numpy(), gy.numpy(), dims, mode, implementation)
     assert rel_err(gx.numpy(), gref) < 1e-6
@@ -395,7 +410,7 @@ def test_spp_fast_fallback_interp(n, L, rng):
         y = sk.spp_forward(x, (n, 1), mode, "fast")
         assert rel_err(y.numpy(), ref_spp(x.numpy(), (n, 1), mode, "fast")) < 1e-6
         gy = torch.from_numpy(rng.standard_normal(y.shape)).float()
-        gx = sk.spp_backward(x, gy, (n, 1), mode, "fast")
+        gx = spp_kernel_grad(x, gy, (n, 1), mode, "fast")
         gref = ref_spp_grad(x.numpy(), gy.numpy(), (n, 1), mode, "fast")
         assert rel_err(gx.numpy(), gref) < 1e-6
 
@@ -408,8 +423,32 @@ def test_spp_ties_interp(rng):
     y = sk.spp_forward(x, (4, 2, 1), "max", "kaiming")
     np.testing.assert_array_equal(y.numpy(), ref_spp(x.numpy(), (4, 2, 1), "max", "kaiming"))
     gy = torch.from_numpy(rng.standard_normal(y.shape)).float()
-    gx = sk.spp_backward(x, gy, (4, 2, 1), "max", "kaiming")
+    gx = spp_kernel_grad(x, gy, (4, 2, 1), "max", "kaiming")
     gref = ref_spp_grad(x.numpy(), gy.numpy(), (4, 2, 1), "max", "kaiming")
+    np.testing.assert_allclose(gx.numpy(), gref, rtol=1e-5, atol=1e-5)
+
+
+@cpu_interp
+@pytest.mark.parametrize("cl", [False, True])
+@pytest.mark.parametrize("mode", ["max", "average_exc_pad"])
+def test_spp_many_chunks_interp(cl, mode, rng):
+    """Planes swept in many small chunks (along h and w, several programs):
+    the accumulators carry across chunks, and a tie between chunks goes to
+    the element first in row-major order, even when a later chunk along w
+    holds an earlier row."""
+    sk = spp_kernels()
+    x = layout(torch.from_numpy(rng.integers(-1, 1, size=(3, 5, 11, 13)).astype(np.float32)), cl)
+    dims = (4, 3, 1)
+    sk.CONFIG_OVERRIDE.update(tile=32, wmax=4, cl_block_p=2)
+    try:
+        assert sk._fwd_chunk(11, 13, 5, cl)[1:] != (16, 16)
+        y = poisoned(lambda: sk.spp_forward(x, dims, mode, "kaiming"))
+        gy = torch.from_numpy(rng.standard_normal(y.shape)).float()
+        gx = spp_kernel_grad(x, gy, dims, mode, "kaiming")
+    finally:
+        sk.CONFIG_OVERRIDE.clear()
+    np.testing.assert_allclose(y.numpy(), ref_spp(x.numpy(), dims, mode, "kaiming"), rtol=1e-6)
+    gref = ref_spp_grad(x.numpy(), gy.numpy(), dims, mode, "kaiming")
     np.testing.assert_allclose(gx.numpy(), gref, rtol=1e-5, atol=1e-5)
 
 
@@ -720,7 +759,7 @@ def test_dispatch_from_public_ops_gpu(monkeypatch):
     real_pf, real_pb, real_sf = pk.pool_forward, pk.pool_backward, sk.spp_forward
     monkeypatch.setattr(pk, "pool_forward", lambda *a, **k: calls.append("pf") or real_pf(*a, **k))
     monkeypatch.setattr(pk, "pool_backward", lambda *a, **k: calls.append("pb") or real_pb(*a, **k))
-    monkeypatch.setattr(sk, "spp_forward", lambda *a: calls.append("sf") or real_sf(*a))
+    monkeypatch.setattr(sk, "spp_forward", lambda *a, **k: calls.append("sf") or real_sf(*a, **k))
     x = torch.randn(4, 16, 15, 13, device="cuda", requires_grad=True)
     y = P.pool(x, (3, 3), (2, 2), (1, 1), "max")
     y.sum().backward()

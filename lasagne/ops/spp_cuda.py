@@ -10,10 +10,14 @@ modes are the bin mean.
 * CUDA, float32 / float16 / bfloat16: one Triton kernel
   (:mod:`lasagne.ops.triton.spp_kernels`) reads each ``(n, c)`` plane once and
   writes all levels' bins; the backward is one kernel as well, writing each
-  input gradient once without atomics (bitwise reproducible). Max sends a
-  bin's gradient to its first maximum in row-major order within the bin.
-  Bin edges are computed in the kernel from the shape (no tables, no
-  host-device copy per call).
+  input gradient without atomics (bitwise reproducible). Max sends a bin's
+  gradient to its first maximum in row-major order within the bin. When the
+  gradient will be needed (grad mode on, input requiring grad), max runs as
+  ``lasagne::spp_max_codes``: the forward also writes each bin's first
+  maximum as an int32 flat index, and the backward reads those instead of
+  the input (which it does not keep); ``lasagne::spp``'s own backward
+  recomputes them. Bin edges are computed in the kernel from the shape (no
+  tables, no host-device copy per call).
 * Anything else (CPU, float64): :func:`reference_spp` /
   :func:`reference_spp_backward` in plain tensor operations.
 
@@ -23,9 +27,10 @@ input's dtype); the backward op is not differentiable.
 """
 
 import importlib.util
-from typing import List
+from typing import List, Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from .eager import saved_input_function
 
@@ -66,11 +71,17 @@ def reference_spp(x, pool_dims, mode, implementation):
     return torch.stack(cols, 2).contiguous()
 
 
-def _empty_like_x(x):
-    if x.shape[1] > 1 and x.stride(1) == 1:
-        N, C, H, W = x.shape
+def _is_channels_last(x):
+    return x.shape[1] > 1 and x.stride(1) == 1
+
+
+def _empty_like_x(x, shape=None, channels_last=None):
+    """Empty ``shape`` (default ``x``'s) like ``x``, channels-last if ``x``
+    is (or as ``channels_last`` says)."""
+    N, C, H, W = x.shape if shape is None else shape
+    if _is_channels_last(x) if channels_last is None else channels_last:
         return x.new_empty((N, H, W, C)).permute(0, 3, 1, 2)
-    return x.new_empty(tuple(x.shape))
+    return x.new_empty((N, C, H, W))
 
 
 def reference_spp_backward(grad_out, x, pool_dims, mode, implementation):
@@ -166,7 +177,11 @@ def _spp_backward(grad_out, x, pool_dims, mode, implementation):
     """The backward of ``lasagne::spp`` (kernel or reference)."""
     if _use_kernels(x, pool_dims, mode, implementation):
         from .triton import spp_kernels
-        return spp_kernels.spp_backward(x, grad_out, pool_dims, mode, implementation)
+        codes = None
+        if mode == "max":
+            _, codes = spp_kernels.spp_forward(x, pool_dims, mode, implementation, codes=True)
+        return spp_kernels.spp_backward(grad_out, tuple(x.shape), _is_channels_last(x),
+                                        pool_dims, mode, implementation, codes)
     return reference_spp_backward(grad_out, x, pool_dims, mode, implementation)
 
 
@@ -208,8 +223,8 @@ _spp_op.register_autograd(_grad, setup_context=_setup)
 
 def _no_double_backward(ctx, grad):
     raise NotImplementedError(
-        "lasagne::spp_backward is not differentiable: double backward through Lasagne's "
-        "spatial pyramid pooling kernels is not supported")
+        "the backward of Lasagne's spatial pyramid pooling kernels is not differentiable: "
+        "double backward through them is not supported")
 
 
 def _setup_bwd(ctx, inputs, output):
@@ -222,12 +237,87 @@ _spp_backward_op.register_autograd(_no_double_backward, setup_context=_setup_bwd
 _SppFunction = saved_input_function("SppKernelFunction", _spp_forward, _spp_backward)
 
 
+# --- max pyramid pooling whose backward will run: bin argmaxes instead of the input ------------
+
+def _max_codes_forward(x, pool_dims, implementation):
+    from .triton import spp_kernels
+    return spp_kernels.spp_forward(x, pool_dims, "max", implementation, codes=True)
+
+
+def _max_codes_backward(grad_out, codes, input_shape, channels_last, pool_dims):
+    from .triton import spp_kernels
+    return spp_kernels.spp_backward(grad_out, tuple(input_shape), bool(channels_last), pool_dims,
+                                    "max", None, codes)
+
+
+@torch.library.custom_op("lasagne::spp_max_codes", mutates_args=())
+def _spp_max_codes_op(x: torch.Tensor, pool_dims: List[int],
+                      implementation: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    return _max_codes_forward(x, pool_dims, implementation)
+
+
+@_spp_max_codes_op.register_fake
+def _(x, pool_dims, implementation):
+    shape = (x.shape[0], x.shape[1], sum(n * n for n in pool_dims))
+    return x.new_empty(shape), x.new_empty(shape, dtype=torch.int32)
+
+
+@torch.library.custom_op("lasagne::spp_max_codes_backward", mutates_args=())
+def _spp_max_codes_backward_op(grad_out: torch.Tensor, codes: torch.Tensor,
+                               input_shape: List[int], channels_last: bool,
+                               pool_dims: List[int]) -> torch.Tensor:
+    return _max_codes_backward(grad_out, codes, input_shape, channels_last, pool_dims)
+
+
+@_spp_max_codes_backward_op.register_fake
+def _(grad_out, codes, input_shape, channels_last, pool_dims):
+    return _empty_like_x(grad_out, tuple(input_shape), channels_last)
+
+
+def _setup_codes(ctx, inputs, output):
+    x, pool_dims, implementation = inputs
+    ctx.save_for_backward(output[1])
+    ctx.args = (list(x.shape), _is_channels_last(x), list(pool_dims))
+
+
+def _grad_codes(ctx, grad_out, grad_codes):
+    (codes,) = ctx.saved_tensors
+    return torch.ops.lasagne.spp_max_codes_backward(grad_out, codes, *ctx.args), None, None
+
+
+_spp_max_codes_op.register_autograd(_grad_codes, setup_context=_setup_codes)
+_spp_max_codes_backward_op.register_autograd(_no_double_backward, setup_context=_setup_bwd)
+
+
+class _SppMaxCodesFunction(torch.autograd.Function):
+    """Eager-mode autograd of ``lasagne::spp_max_codes`` (see
+    :mod:`lasagne.ops.eager`): keeps the bin argmaxes, not the input."""
+
+    @staticmethod
+    def forward(ctx, x, pool_dims, implementation):
+        y, codes = _max_codes_forward(x, pool_dims, implementation)
+        ctx.save_for_backward(codes)
+        ctx.args = (tuple(x.shape), _is_channels_last(x), pool_dims)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        (codes,) = ctx.saved_tensors
+        return _max_codes_backward(grad_out, codes, *ctx.args), None, None
+
+
 # --- public entry points -------------------------------------------------------------------------
 
 def spatial_pyramid_pool(x, pool_dims, mode="max", implementation="fast"):
     """``lasagne::spp`` on validated arguments; see
     :func:`lasagne.ops.spp.spatial_pyramid_pool` for the semantics."""
     dims = [int(n) for n in pool_dims]
+    if (mode == "max" and x.requires_grad and torch.is_grad_enabled()
+            and _use_kernels(x, dims, mode, implementation)):
+        if torch.compiler.is_compiling():
+            return torch.ops.lasagne.spp_max_codes(x, dims, implementation)[0]
+        return _SppMaxCodesFunction.apply(x, dims, implementation)
     if torch.compiler.is_compiling():
         return torch.ops.lasagne.spp(x, dims, mode, implementation)
     return _SppFunction.apply(x, dims, mode, implementation)

@@ -403,14 +403,17 @@ def pool_bwd_kernel(gy_ptr, gx_ptr, c_ptr, C, D, H, W, OD, OH, OW, QD, QHG, QW,
                                         (jw * SW + rw < KW):
                                     # window m = (NW-1-jd, u-jh+NWH-1, NW-1-jw) of the group;
                                     # this input is at offset j*S + r inside it
-                                    m = ((NWD - 1 - jd) * (R + NWH - 1) + u - jh + NWH - 1) \
-                                        * NWW + NWW - 1 - jw
                                     if MODE == 0:
-                                        offset = ((jd * SD + rd) * KH + jh * SH + rh) * KW \
-                                            + jw * SW + rw
-                                        acc += tl.where(codes[m] == offset, gs[m], 0.0)
+                                        acc += tl.where(
+                                            codes[((NWD - 1 - jd) * (R + NWH - 1) + u - jh + NWH - 1)
+                                                  * NWW + NWW - 1 - jw]
+                                            == ((jd * SD + rd) * KH + jh * SH + rh) * KW
+                                            + jw * SW + rw,
+                                            gs[((NWD - 1 - jd) * (R + NWH - 1) + u - jh + NWH - 1)
+                                               * NWW + NWW - 1 - jw], 0.0)
                                     else:
-                                        acc += gs[m]
+                                        acc += gs[((NWD - 1 - jd) * (R + NWH - 1) + u - jh
+                                                   + NWH - 1) * NWW + NWW - 1 - jw]
                     tl.store(gxb + idd * sdd + ih * sdh + iw * sdw,
                              acc.to(gx_ptr.dtype.element_ty),
                              mask=mhi & (iw >= 0) & (iw < W))

@@ -11,27 +11,24 @@ kernel, from ``L`` and ``n``):
   level) where the host found that it gives ``n`` bins (bit ``l`` of
   ``FAST_H``/``FAST_W``); kaiming elsewhere.
 
-Forward: a program computes one bin (grid axis 0 runs over the bins of all
-levels) for a block of planes (axis 1); the bins of one plane block are
-consecutive programs, so device memory sees the input about once and the
-other bins re-read it from L2. Channels-last: the block is up to one warp
-of 16-byte channel vectors of one sample; each bin row is a statically
-unrolled run of independent loads (columns past the bin skipped by a
-uniform branch), rows in a runtime loop. NCHW: the tile is
-``[BLOCK_P planes, WPAD columns]`` of one bin row, reduced along the row.
-Max propagates NaN; means accumulate in float32.
+Forward, one pass: a program owns ``BLOCK_P`` planes (consecutive
+``(n, c)``; channels of one sample in a channels-last batch) and all their
+bins, and sweeps the planes once in ``[BLOCK_P, HCH, WCH]`` chunks. Per
+chunk and level it reduces the columns of each bin column (``n`` reductions
+over the chunk), then the rows of each bin (``n*n`` reductions of those), and
+folds the results into the bins' accumulators (registers). Every input
+element is loaded once. Max propagates NaN; means accumulate in float32.
+With ``CODES`` the max forward also writes each bin's first maximum as the
+flat index ``h*W + w`` (int32; NaN counts as the largest, ties go to the
+smaller index), which the backward reads instead of the input.
 
-Backward: a program owns ``BLOCK_P`` whole planes (consecutive channels)
-and all their bins, with ``[BLOCK_P, WPAD]`` tiles of bin row segments.
+Backward, max: a program owns ``BLOCK_P`` whole planes: it zero-fills them,
+then adds each bin's gradient at the bin's code, bins in a fixed order, by
+the thread that owns the plane (a barrier after the zero-fill, whose tiles
+map planes to other threads). No atomics; the order of the additions is
+fixed, so results are bitwise reproducible. (An element that is the maximum
+of several bins receives their sum accumulated in the output dtype.)
 
-* Backward, max: per bin the first maximum in row-major order within the bin
-  (NaN counts as the largest) -- the same pass as the forward -- then the
-  program zero-fills its planes of ``grad_input``, and then adds each bin's
-  gradient at its argmax, bins in a fixed order, by the thread that owns the
-  plane (a barrier before each level, whose tiles may map planes to other
-  threads). No atomics; the order of the additions is fixed, so results are
-  bitwise reproducible. (An element that is the maximum of
-  several bins receives their sum accumulated in the output dtype.)
 * Backward, mean: separable. For a chunk of ``WCH`` columns, per level and
   bin row ``bh``, ``T[bh, w] = sum over bins bw containing w of
   g[bh, bw] / (|bh| |bw|)`` (kept in registers); then each row ``h`` of
@@ -62,11 +59,10 @@ def _max_nan(a, b):
 
 
 @triton.jit
-def _plane_setup(P_TOTAL, C, sxn, sxc, INT64: tl.constexpr, BLOCK_P: tl.constexpr,
-                 AXIS: tl.constexpr = 0):
-    """The ``BLOCK_P`` planes of this program (grid axis ``AXIS``): flat
-    index, validity, sample and channel."""
-    pid = tl.program_id(AXIS)
+def _plane_setup(P_TOTAL, C, sxn, sxc, INT64: tl.constexpr, BLOCK_P: tl.constexpr):
+    """The ``BLOCK_P`` planes of this program: flat index, validity, sample
+    and channel."""
+    pid = tl.program_id(0)
     if INT64:
         pid = pid.to(tl.int64)
     pl = pid * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -76,80 +72,9 @@ def _plane_setup(P_TOTAL, C, sxn, sxc, INT64: tl.constexpr, BLOCK_P: tl.constexp
     return pl, pvalid, n, c
 
 
-@triton.jit
-def _bin_rt(i, L, N: tl.constexpr, fast):
-    """``[start, end)`` of bin ``i`` (a runtime scalar) of ``N`` on an axis
-    of length ``L`` (``fast``: 1 for the fast bins, 0 for kaiming)."""
-    ks = (i * L) // N
-    ke = ((i + 1) * L + N - 1) // N
-    fs = i * (L // N)
-    fe = fs + (L + N - 1) // N
-    return ks + fast * (fs - ks), ke + fast * (fe - ke)
-
-
 _SIZES = ["C", "H", "W", "P_TOTAL", "FAST_H", "FAST_W"]
-
-
-# Sizes are not specialised on (one compiled kernel per pow2 size bucket),
-# strides are (vector widths).
-@triton.jit(do_not_specialize=_SIZES)
-def spp_fwd_kernel(x_ptr, y_ptr, C, H, W, P_TOTAL, FAST_H, FAST_W,
-                   sxn, sxc, sxh, sxw, syn, syc, syb,
-                   DIMS: tl.constexpr, OFFS: tl.constexpr, WPADS: tl.constexpr,
-                   MODE: tl.constexpr, CL: tl.constexpr, INT64: tl.constexpr,
-                   BLOCK_P: tl.constexpr):
-    """One bin (grid axis 0, all levels) of ``BLOCK_P`` planes (axis 1).
-
-    Channels-last: the tile is ``BLOCK_P`` consecutive channels of one
-    sample (16-byte vectors); each row of the bin is ``WPAD`` statically
-    unrolled masked loads (independent, in flight together), rows in a
-    runtime loop. NCHW: the tile is ``[BLOCK_P planes, WPAD columns]`` of one
-    bin row, reduced along the columns. Bins of one plane block are
-    consecutive programs, so the input is read from device memory about once
-    and re-read by the other bins from L2."""
-    b = tl.program_id(0)
-    pl, pvalid, n, c = _plane_setup(P_TOTAL, C, sxn, sxc, INT64, BLOCK_P, 1)
-    xb = x_ptr + (n * sxn + c * sxc)
-    yb = y_ptr + (n * syn + c * syc + b * syb)
-    for lev in tl.static_range(len(DIMS)):
-        if (b >= OFFS[lev]) & (b < OFFS[lev] + DIMS[lev] * DIMS[lev]):
-            _one_bin(x_ptr, y_ptr, xb, yb, pvalid, b - OFFS[lev], H, W, (FAST_H >> lev) & 1,
-                     (FAST_W >> lev) & 1, sxh, sxw, DIMS[lev], WPADS[lev], MODE, CL, BLOCK_P)
-
-
-@triton.jit
-def _one_bin(x_ptr, y_ptr, xb, yb, pvalid, idx, H, W, fast_h, fast_w, sxh, sxw,
-             NL: tl.constexpr, WPAD: tl.constexpr, MODE: tl.constexpr, CL: tl.constexpr,
-             BLOCK_P: tl.constexpr):
-    hs, he = _bin_rt(idx // NL, H, NL, fast_h)
-    ws, we = _bin_rt(idx % NL, W, NL, fast_w)
-    if MODE == 0:
-        acc = tl.full([BLOCK_P], float("-inf"), tl.float32)
-    else:
-        acc = tl.zeros([BLOCK_P], tl.float32)
-    for h in range(hs, he):
-        for w0 in range(ws, we, WPAD):
-            if CL:
-                for dw in tl.static_range(WPAD):
-                    if w0 + dw < we:   # uniform over the program: a branch, not a mask
-                        ptr = xb + (h * sxh + (w0 + dw) * sxw)
-                        if MODE == 0:
-                            v = tl.load(ptr, mask=pvalid, other=float("-inf")).to(tl.float32)
-                            acc = _max_nan(acc, v)
-                        else:
-                            acc += tl.load(ptr, mask=pvalid, other=0.0).to(tl.float32)
-            else:
-                w = w0 + tl.arange(0, WPAD)
-                m = pvalid[:, None] & (w < we)[None, :]
-                ptr = xb[:, None] + (h * sxh + w * sxw)[None, :]
-                if MODE == 0:
-                    v = tl.load(ptr, mask=m, other=float("-inf")).to(tl.float32)
-                    acc = _max_nan(acc, tl.reduce(v, 1, _max_nan))
-                else:
-                    acc += tl.sum(tl.load(ptr, mask=m, other=0.0).to(tl.float32), 1)
-    if MODE != 0:
-        acc = acc / ((he - hs) * (we - ws)).to(tl.float32)
-    tl.store(yb, acc.to(y_ptr.dtype.element_ty), mask=pvalid)
+# the code of a bin not seen yet (larger than any flat index)
+_NO_CODE = tl.constexpr(2 ** 31 - 1)
 
 
 @triton.jit
@@ -162,55 +87,132 @@ def _argmax_combine(av, ai, bv, bi):
 
 
 @triton.jit
-def _level_argmax(x_ptr, xb, gb, pvalid, H, W, fast_h, fast_w, sxh, sxw, sgb,
-                  NL: tl.constexpr, OFF: tl.constexpr, WPAD: tl.constexpr,
-                  BLOCK_P: tl.constexpr):
-    """Per bin of the level: the flat index ``h*W + w`` of its first maximum
-    and its output gradient (float32), as two tuples."""
-    wr = tl.arange(0, WPAD)
+def _init_level(NL: tl.constexpr, MODE: tl.constexpr, CODES: tl.constexpr,
+                BLOCK_P: tl.constexpr):
+    """The accumulators (and codes) of one level's ``NL*NL`` bins."""
+    accs = ()
     codes = ()
-    gs = ()
+    for i in tl.static_range(NL * NL):
+        if MODE == 0:
+            accs = accs + (tl.full([BLOCK_P], float("-inf"), tl.float32),)
+        else:
+            accs = accs + (tl.zeros([BLOCK_P], tl.float32),)
+        if CODES:
+            codes = codes + (tl.full([BLOCK_P], _NO_CODE, tl.int32),)
+    return accs, codes
+
+
+@triton.jit
+def _fold_level(accs, codes, v, flat, h, w, H, W, fast_h, fast_w,
+                NL: tl.constexpr, MODE: tl.constexpr, CODES: tl.constexpr):
+    """Fold one ``[BLOCK_P, HCH, WCH]`` chunk ``v`` (rows ``h``, columns
+    ``w``; ``flat``: its flat indices, with ``CODES``) into a level's bins:
+    each bin column reduced over the chunk's columns, then each bin over
+    the chunk's rows."""
+    cvs = ()
+    cis = ()
+    for bw in tl.static_range(NL):
+        ws, we = _bin(bw, W, NL, fast_w)
+        wm = ((w >= ws) & (w < we))[None, None, :]
+        if MODE != 0:
+            cvs = cvs + (tl.sum(tl.where(wm, v, 0.0), 2),)
+        elif CODES:
+            cv, ci = tl.reduce((tl.where(wm, v, float("-inf")), tl.where(wm, flat, _NO_CODE)),
+                               2, _argmax_combine)
+            cvs = cvs + (cv,)
+            cis = cis + (ci,)
+        else:
+            cvs = cvs + (tl.reduce(tl.where(wm, v, float("-inf")), 2, _max_nan),)
+    new_a = ()
+    new_c = ()
+    for bh in tl.static_range(NL):
+        hs, he = _bin(bh, H, NL, fast_h)
+        hm = ((h >= hs) & (h < he))[None, :]
+        for bw in tl.static_range(NL):
+            if MODE != 0:
+                new_a = new_a + (accs[bh * NL + bw] + tl.sum(tl.where(hm, cvs[bw], 0.0), 1),)
+            elif CODES:
+                rv, ri = tl.reduce((tl.where(hm, cvs[bw], float("-inf")),
+                                    tl.where(hm, cis[bw], _NO_CODE)), 1, _argmax_combine)
+                av, ai = _argmax_combine(accs[bh * NL + bw], codes[bh * NL + bw], rv, ri)
+                new_a = new_a + (av,)
+                new_c = new_c + (ai,)
+            else:
+                rv = tl.reduce(tl.where(hm, cvs[bw], float("-inf")), 1, _max_nan)
+                new_a = new_a + (_max_nan(accs[bh * NL + bw], rv),)
+    return new_a, new_c
+
+
+@triton.jit
+def _store_level(yb, cb, accs, codes, pvalid, H, W, fast_h, fast_w, syb,
+                 NL: tl.constexpr, OFF: tl.constexpr, MODE: tl.constexpr, CODES: tl.constexpr):
     for bh in tl.static_range(NL):
         hs, he = _bin(bh, H, NL, fast_h)
         for bw in tl.static_range(NL):
             ws, we = _bin(bw, W, NL, fast_w)
-            best = tl.full([BLOCK_P], float("-inf"), tl.float32)
-            code = tl.full([BLOCK_P], -1, tl.int32)
-            for h in range(hs, he):
-                for w0 in range(ws, we, WPAD):
-                    w = w0 + wr
-                    m = pvalid[:, None] & (w < we)[None, :]
-                    v = tl.load(xb[:, None] + (h * sxh + w * sxw)[None, :], mask=m,
-                                other=float("-inf")).to(tl.float32)
-                    # masked lanes sit right of the real ones, so they lose ties
-                    idx = tl.broadcast_to((h * W + w)[None, :], [BLOCK_P, WPAD])
-                    rv, ri = tl.reduce((v, idx), 1, _argmax_combine)
-                    take = (~(rv <= best) & (best == best)) | (code < 0)
-                    best = tl.where(take, rv, best)
-                    code = tl.where(take, ri, code)
-            codes = codes + (code,)
-            g = tl.load(gb + (OFF + bh * NL + bw) * sgb, mask=pvalid, other=0.0)
-            gs = gs + (g.to(tl.float32),)
-    return codes, gs
+            acc = accs[bh * NL + bw]
+            if MODE != 0:
+                acc = acc / ((he - hs) * (we - ws)).to(tl.float32)
+            tl.store(yb + (OFF + bh * NL + bw) * syb, acc.to(yb.dtype.element_ty), mask=pvalid)
+            if CODES:
+                tl.store(cb + (OFF + bh * NL + bw) * syb, codes[bh * NL + bw], mask=pvalid)
+
+
+# Sizes are not specialised on (one compiled kernel per pow2 size bucket),
+# strides are (vector widths).
+@triton.jit(do_not_specialize=_SIZES)
+def spp_fwd_kernel(x_ptr, y_ptr, c_ptr, C, H, W, P_TOTAL, FAST_H, FAST_W,
+                   sxn, sxc, sxh, sxw, syn, syc, syb,
+                   DIMS: tl.constexpr, OFFS: tl.constexpr,
+                   MODE: tl.constexpr, CODES: tl.constexpr, INT64: tl.constexpr,
+                   BLOCK_P: tl.constexpr, HCH: tl.constexpr, WCH: tl.constexpr):
+    """All bins of ``BLOCK_P`` planes in one sweep over them (module doc).
+    ``c_ptr`` (with ``CODES``) has ``y``'s strides. Accumulators: a tuple
+    per level of its bins' ``[BLOCK_P]`` vectors."""
+    pl, pvalid, n, c = _plane_setup(P_TOTAL, C, sxn, sxc, INT64, BLOCK_P)
+    xb = x_ptr + (n * sxn + c * sxc)
+    hr = tl.arange(0, HCH)
+    wr = tl.arange(0, WCH)
+    accs = ()
+    codes = ()
+    for lev in tl.static_range(len(DIMS)):
+        a_l, c_l = _init_level(DIMS[lev], MODE, CODES, BLOCK_P)
+        accs = accs + (a_l,)
+        codes = codes + (c_l,)
+    for h0 in range(0, H, HCH):
+        h = h0 + hr
+        for w0 in range(0, W, WCH):
+            w = w0 + wr
+            m = pvalid[:, None, None] & ((h < H)[:, None] & (w < W)[None, :])[None, :, :]
+            ptr = xb[:, None, None] + (h[:, None] * sxh + w[None, :] * sxw)[None, :, :]
+            v = tl.load(ptr, mask=m, other=0.0).to(tl.float32)
+            flat = tl.broadcast_to((h[:, None] * W + w[None, :])[None, :, :], [BLOCK_P, HCH, WCH])
+            new_a = ()
+            new_c = ()
+            for lev in tl.static_range(len(DIMS)):
+                a_l, c_l = _fold_level(accs[lev], codes[lev], v, flat, h, w, H, W,
+                                       (FAST_H >> lev) & 1, (FAST_W >> lev) & 1,
+                                       DIMS[lev], MODE, CODES)
+                new_a = new_a + (a_l,)
+                new_c = new_c + (c_l,)
+            accs = new_a
+            codes = new_c
+    yb = y_ptr + (n * syn + c * syc)
+    cb = c_ptr + (n * syn + c * syc)
+    for lev in tl.static_range(len(DIMS)):
+        _store_level(yb, cb, accs[lev], codes[lev], pvalid, H, W, (FAST_H >> lev) & 1,
+                     (FAST_W >> lev) & 1, syb, DIMS[lev], OFFS[lev], MODE, CODES)
 
 
 @triton.jit(do_not_specialize=_SIZES)
-def spp_bwd_max_kernel(x_ptr, gy_ptr, gx_ptr, C, H, W, P_TOTAL, FAST_H, FAST_W,
-                       sxn, sxc, sxh, sxw, sgn, sgc, sgb, sdn, sdc, sdh, sdw,
-                       DIMS: tl.constexpr, OFFS: tl.constexpr, WPADS: tl.constexpr,
-                       WZ: tl.constexpr, INT64: tl.constexpr, BLOCK_P: tl.constexpr):
-    pl, pvalid, n, c = _plane_setup(P_TOTAL, C, sxn, sxc, INT64, BLOCK_P)
-    xb = x_ptr + (n * sxn + c * sxc)
+def spp_bwd_max_kernel(c_ptr, gy_ptr, gx_ptr, C, H, W, P_TOTAL,
+                       scn, scc, scb, sgn, sgc, sgb, sdn, sdc, sdh, sdw,
+                       NBINS: tl.constexpr, WZ: tl.constexpr, INT64: tl.constexpr,
+                       BLOCK_P: tl.constexpr):
+    pl, pvalid, n, c = _plane_setup(P_TOTAL, C, sdn, sdc, INT64, BLOCK_P)
+    cb = c_ptr + (n * scn + c * scc)
     gb = gy_ptr + (n * sgn + c * sgc)
     db = gx_ptr + (n * sdn + c * sdc)
-    codes = ()
-    gs = ()
-    for lev in tl.static_range(len(DIMS)):
-        lc, lg = _level_argmax(x_ptr, xb, gb, pvalid, H, W, (FAST_H >> lev) & 1,
-                               (FAST_W >> lev) & 1, sxh, sxw, sgb,
-                               DIMS[lev], OFFS[lev], WPADS[lev], BLOCK_P)
-        codes = codes + lc
-        gs = gs + lg
     # zero-fill this program's planes of grad_input
     wz = tl.arange(0, WZ)
     zero = tl.zeros([BLOCK_P, WZ], gx_ptr.dtype.element_ty)
@@ -219,17 +221,15 @@ def spp_bwd_max_kernel(x_ptr, gy_ptr, gx_ptr, C, H, W, P_TOTAL, FAST_H, FAST_W,
             w = w0 + wz
             tl.store(db[:, None] + (h * sdh + w * sdw)[None, :], zero,
                      mask=pvalid[:, None] & (w < W)[None, :])
-    # each bin's gradient onto its argmax, bins in order. Within a level every
-    # bin's values share one register layout, so one thread owns a plane's
-    # read-modify-writes; levels (tiles of other widths) may map a plane to
-    # another thread, so a barrier makes the previous level's (and the
-    # zero-fill's) stores visible before each level.
-    for lev in tl.static_range(len(DIMS)):
-        tl.debug_barrier()
-        for i in tl.static_range(DIMS[lev] * DIMS[lev]):
-            ptr = db + (codes[OFFS[lev] + i] // W) * sdh + (codes[OFFS[lev] + i] % W) * sdw
-            cur = tl.load(ptr, mask=pvalid, other=0.0).to(tl.float32)
-            tl.store(ptr, (cur + gs[OFFS[lev] + i]).to(gx_ptr.dtype.element_ty), mask=pvalid)
+    # the zero-fill's tiles map planes to other threads than the [BLOCK_P]
+    # vectors below, whose elements one thread owns for every bin
+    tl.debug_barrier()
+    for i in tl.static_range(NBINS):
+        code = tl.load(cb + i * scb, mask=pvalid, other=0)
+        g = tl.load(gb + i * sgb, mask=pvalid, other=0.0).to(tl.float32)
+        ptr = db + (code // W) * sdh + (code % W) * sdw
+        cur = tl.load(ptr, mask=pvalid, other=0.0).to(tl.float32)
+        tl.store(ptr, (cur + g).to(gx_ptr.dtype.element_ty), mask=pvalid)
 
 
 @triton.jit
@@ -326,8 +326,15 @@ def _needs_int64(*tensors):
     return any(_max_offset(t) >= 2 ** 31 - 1 or t.numel() >= 2 ** 31 - 1 for t in tensors)
 
 
+# Tile configuration. ``CONFIG_OVERRIDE`` (a dict updated by benchmarks) takes
+# precedence over ``_DEFAULTS``:
+#   tile         elements per forward chunk ``[BLOCK_P, HCH, WCH]``
+#   warps        warps per forward program
+#   cl_block_p   planes (channels) per forward program, channels-last
+#   wmax         widest chunk / tile along w
+#   bwd_block_p, bwd_warps   planes and warps per backward program
 CONFIG_OVERRIDE = {}
-_DEFAULTS = {"block_p": 32, "warps": 4, "cl_warps": 1, "wmax": 32, "bwd_block_p": 32,
+_DEFAULTS = {"tile": 2048, "warps": 4, "cl_block_p": 32, "wmax": 32, "bwd_block_p": 32,
              "bwd_warps": 4}
 
 
@@ -335,39 +342,52 @@ def _cfg(key):
     return CONFIG_OVERRIDE.get(key, _DEFAULTS[key])
 
 
-def _wpads(W, dims):
-    return tuple(min(_pow2(_cdiv(W, n) + 1), _cfg("wmax")) for n in dims)
+def _pow2_floor(n):
+    return 1 << (max(1, int(n)).bit_length() - 1)
 
 
-def _fwd_block(x, C):
-    """Planes per forward program: channels-last, one warp of 16-byte channel
-    vectors (fewer when C is small); NCHW, ``block_p`` planes."""
-    if C > 1 and x.stride(1) == 1:
-        vec = 16 // x.element_size()
-        return min(_pow2(C), 32 * vec * _cfg("cl_warps")), True
-    return _cfg("block_p"), False
+def _fwd_chunk(H, W, C, cl):
+    """``(BLOCK_P, HCH, WCH)`` of the forward sweep: about ``tile`` elements;
+    channels-last takes a block of channels (contiguous) and fewer rows,
+    planar batches whole row segments and as many planes as fit."""
+    tile = _cfg("tile")
+    if cl:
+        block_p = min(_pow2(C), _cfg("cl_block_p"))
+        wch = min(_pow2(W), 16)
+        hch = max(1, min(_pow2(H), _pow2_floor(tile // (block_p * wch))))
+        return block_p, hch, wch
+    wch = min(_pow2(W), _cfg("wmax"))
+    hch = min(_pow2(H), 16)
+    return max(1, _pow2_floor(tile // (hch * wch))), hch, wch
 
 
-def spp_forward(x, dims, mode, implementation):
+def _channels_last(x):
+    return x.shape[1] > 1 and x.stride(1) == 1
+
+
+def spp_forward(x, dims, mode, implementation, codes=False):
     """Spatial pyramid pooling of ``x`` ``(N, C, H, W)`` (any strides):
     returns ``(N, C, sum(n*n))`` contiguous, in ``x``'s dtype. ``mode``:
-    'max' or an average mode (the mean of each bin)."""
+    'max' or an average mode (the mean of each bin). With ``codes=True``
+    (max only) returns ``(y, codes)``: each bin's first maximum as the flat
+    index ``h*W + w`` (int32, ``y``'s shape) for :func:`spp_backward`."""
     import torch
+    if codes and mode != "max":
+        raise ValueError("spp_forward: codes=True is for max pooling, got mode {!r}".format(mode))
     dims = tuple(int(n) for n in dims)
     N, C, H, W = x.shape
     offs, B = _offsets(dims)
     y = torch.empty((N, C, B), dtype=x.dtype, device=x.device)
+    c = torch.empty((N, C, B), dtype=torch.int32, device=x.device) if codes else None
     if y.numel() == 0:
-        return y
+        return (y, c) if codes else y
     fh, fw = _fast_masks(H, W, dims, implementation)
-    block_p, cl = _fwd_block(x, C)
-    grid = (B, _cdiv(N * C, block_p))
-    spp_fwd_kernel[grid](
-        x, y, C, H, W, N * C, fh, fw, *x.stride(), *y.stride(),
-        DIMS=dims, OFFS=offs, WPADS=_wpads(W, dims), MODE=0 if mode == "max" else 1, CL=cl,
-        INT64=_needs_int64(x, y), BLOCK_P=block_p,
-        num_warps=_cfg("cl_warps") if cl else _cfg("warps"))
-    return y
+    block_p, hch, wch = _fwd_chunk(H, W, C, _channels_last(x))
+    spp_fwd_kernel[(_cdiv(N * C, block_p),)](
+        x, y, c if codes else y, C, H, W, N * C, fh, fw, *x.stride(), *y.stride(),
+        DIMS=dims, OFFS=offs, MODE=0 if mode == "max" else 1, CODES=codes,
+        INT64=_needs_int64(x, y), BLOCK_P=block_p, HCH=hch, WCH=wch, num_warps=_cfg("warps"))
+    return (y, c) if codes else y
 
 
 def _mean_chunk(W, dims, block_p):
@@ -378,32 +398,36 @@ def _mean_chunk(W, dims, block_p):
     return max(4, min(_pow2(W), _cfg("wmax"), budget))
 
 
-def spp_backward(x, grad_out, dims, mode, implementation):
-    """Gradient of :func:`spp_forward` with respect to ``x``, in ``x``'s
-    layout (channels-last stays channels-last). ``x`` is read for max only."""
+def spp_backward(grad_out, input_shape, input_cl, dims, mode, implementation, codes=None):
+    """Gradient of :func:`spp_forward` with respect to its input, of shape
+    ``input_shape`` ``(N, C, H, W)``, channels-last when ``input_cl``, in
+    ``grad_out``'s dtype. Max takes the ``codes`` of
+    ``spp_forward(..., codes=True)``; ``grad_out`` may have any strides."""
     import torch
+    if (codes is None) != (mode != "max"):
+        raise ValueError("spp_backward: max pooling needs the forward's codes, averages none")
     dims = tuple(int(n) for n in dims)
-    N, C, H, W = x.shape
+    N, C, H, W = input_shape
     offs, B = _offsets(dims)
-    if C > 1 and x.stride(1) == 1:
-        gx = torch.empty((N, H, W, C), dtype=x.dtype, device=x.device).permute(0, 3, 1, 2)
+    if input_cl:
+        gx = torch.empty((N, H, W, C), dtype=grad_out.dtype,
+                         device=grad_out.device).permute(0, 3, 1, 2)
     else:
-        gx = torch.empty((N, C, H, W), dtype=x.dtype, device=x.device)
+        gx = torch.empty((N, C, H, W), dtype=grad_out.dtype, device=grad_out.device)
     if gx.numel() == 0:
         return gx
-    fh, fw = _fast_masks(H, W, dims, implementation)
     block_p = _cfg("bwd_block_p")
     grid = (_cdiv(N * C, block_p),)
-    int64 = _needs_int64(x, grad_out, gx)
     if mode == "max":
         spp_bwd_max_kernel[grid](
-            x, grad_out, gx, C, H, W, N * C, fh, fw, *x.stride(), *grad_out.stride(),
-            *gx.stride(), DIMS=dims, OFFS=offs, WPADS=_wpads(W, dims),
-            WZ=min(_pow2(W), _cfg("wmax")), INT64=int64, BLOCK_P=block_p,
+            codes, grad_out, gx, C, H, W, N * C, *codes.stride(), *grad_out.stride(),
+            *gx.stride(), NBINS=B, WZ=min(_pow2(W), _cfg("wmax")),
+            INT64=_needs_int64(codes, grad_out, gx), BLOCK_P=block_p,
             num_warps=_cfg("bwd_warps"))
     else:
+        fh, fw = _fast_masks(H, W, dims, implementation)
         spp_bwd_mean_kernel[grid](
             grad_out, gx, C, H, W, N * C, fh, fw, *grad_out.stride(), *gx.stride(),
-            DIMS=dims, OFFS=offs, INT64=int64, BLOCK_P=block_p,
+            DIMS=dims, OFFS=offs, INT64=_needs_int64(grad_out, gx), BLOCK_P=block_p,
             WCH=_mean_chunk(W, dims, block_p), num_warps=_cfg("bwd_warps"))
     return gx
