@@ -413,14 +413,17 @@ def cuda_kernel(x, pool_size, stride, pad, mode, ignore_border):
 
 
 def measured_kernel(x, pool_size, stride, pad, mode, ignore_border):
-    """The default hook: the kernels for average pooling only.
+    """The default hook: the kernels for average pooling, and for max pooling
+    of channels-last batches; PyTorch's kernels for planar max pooling.
 
-    Measured on an H100 (bench/results/pool_kernels-NVIDIA_H100_80GB_HBM3-
-    20261122-091232.json, forward+backward): average pooling 3x3 s1 p1 on
-    128x256x56x56 runs 4.2-4.8x faster than PyTorch's kernels in every dtype
-    and layout; max pooling ranged from 0.41x to 1.65x of PyTorch's, so max
-    pooling keeps PyTorch's kernels.
+    Measured on an H100, forward+backward against PyTorch's kernels
+    (bench/results/pool_kernels-NVIDIA_H100_80GB_HBM3-20261122-120726.json):
+    channels-last max pooling 1.09-2.67x faster in every case (2x2 s2, 3x3
+    s2 p1, 3x3 s1 p1, 3x3 s2 p2, 2x2x2; float32 and bfloat16); planar max
+    pooling 0.37-2.21x, slower for the common 2x2 s2 and large 3x3 s2
+    cases; average pooling 3x3 s1 p1 4.2-4.8x faster in every dtype and
+    layout (bench/results/pool_kernels-NVIDIA_H100_80GB_HBM3-20261122-091232.json).
     """
-    if mode == "max":
+    if mode == "max" and not _is_channels_last(x):
         return None
     return cuda_kernel(x, pool_size, stride, pad, mode, ignore_border)

@@ -17,10 +17,11 @@ bins, and sweeps the planes once in ``[BLOCK_P, HCH, WCH]`` chunks. Per
 chunk and level it reduces the columns of each bin column (``n`` reductions
 over the chunk), then the rows of each bin (``n*n`` reductions of those), and
 folds the results into the bins' accumulators (registers). Every input
-element is loaded once. Max propagates NaN; means accumulate in float32.
-With ``CODES`` the max forward also writes each bin's first maximum as the
-flat index ``h*W + w`` (int32; NaN counts as the largest, ties go to the
-smaller index), which the backward reads instead of the input.
+element is loaded once. Max propagates NaN (and returns +0.0 for a bin whose
+maximum is a zero of either sign); means accumulate in float32. With
+``CODES`` the max forward also writes each bin's first maximum as the flat
+index ``h*W + w`` (int32; NaN counts as the largest, ties go to the smaller
+index), which the backward reads instead of the input.
 
 Backward, max: a program owns ``BLOCK_P`` whole planes: it zero-fills them,
 then adds each bin's gradient at the bin's code, bins in a fixed order, by
@@ -54,11 +55,6 @@ def _bin(i: tl.constexpr, L, N: tl.constexpr, fast):
 
 
 @triton.jit
-def _max_nan(a, b):
-    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
-
-
-@triton.jit
 def _plane_setup(P_TOTAL, C, sxn, sxc, INT64: tl.constexpr, BLOCK_P: tl.constexpr):
     """The ``BLOCK_P`` planes of this program: flat index, validity, sample
     and channel."""
@@ -73,78 +69,64 @@ def _plane_setup(P_TOTAL, C, sxn, sxc, INT64: tl.constexpr, BLOCK_P: tl.constexp
 
 
 _SIZES = ["C", "H", "W", "P_TOTAL", "FAST_H", "FAST_W"]
-# the code of a bin not seen yet (larger than any flat index)
-_NO_CODE = tl.constexpr(2 ** 31 - 1)
-
-
-@triton.jit
-def _argmax_combine(av, ai, bv, bi):
-    """Keep the larger (NaN largest); on a tie, the smaller index."""
-    a_nan = av != av
-    b_nan = bv != bv
-    b_wins = (bv > av) | (b_nan & ~a_nan) | (((bv == av) | (a_nan & b_nan)) & (bi < ai))
-    return tl.where(b_wins, bv, av), tl.where(b_wins, bi, ai)
 
 
 @triton.jit
 def _init_level(NL: tl.constexpr, MODE: tl.constexpr, CODES: tl.constexpr,
                 BLOCK_P: tl.constexpr):
-    """The accumulators (and codes) of one level's ``NL*NL`` bins."""
+    """The accumulators of one level's ``NL*NL`` bins: sums (means), order
+    keys (max) or, with codes, 64-bit keys ``key << 32 | (2**31-1 - flat)``
+    whose maximum is the bin's largest value at its smallest flat index."""
     accs = ()
-    codes = ()
     for i in tl.static_range(NL * NL):
-        if MODE == 0:
-            accs = accs + (tl.full([BLOCK_P], float("-inf"), tl.float32),)
-        else:
+        if MODE != 0:
             accs = accs + (tl.zeros([BLOCK_P], tl.float32),)
-        if CODES:
-            codes = codes + (tl.full([BLOCK_P], _NO_CODE, tl.int32),)
-    return accs, codes
+        elif CODES:
+            accs = accs + (tl.full([BLOCK_P], -(2 ** 63), tl.int64),)
+        else:
+            accs = accs + (tl.full([BLOCK_P], -(2 ** 31), tl.int32),)
+    return accs
 
 
 @triton.jit
-def _fold_level(accs, codes, v, flat, h, w, H, W, fast_h, fast_w,
-                NL: tl.constexpr, MODE: tl.constexpr, CODES: tl.constexpr):
+def _fold_level(accs, v, h, w, H, W, fast_h, fast_w, NL: tl.constexpr, MODE: tl.constexpr):
     """Fold one ``[BLOCK_P, HCH, WCH]`` chunk ``v`` (rows ``h``, columns
-    ``w``; ``flat``: its flat indices, with ``CODES``) into a level's bins:
+    ``w``; sums, or the keys of :func:`_init_level`) into a level's bins:
     each bin column reduced over the chunk's columns, then each bin over
-    the chunk's rows."""
+    the chunk's rows. Elements outside a bin count as 0 (sums) or as the
+    smallest key."""
     cvs = ()
-    cis = ()
     for bw in tl.static_range(NL):
         ws, we = _bin(bw, W, NL, fast_w)
         wm = ((w >= ws) & (w < we))[None, None, :]
         if MODE != 0:
             cvs = cvs + (tl.sum(tl.where(wm, v, 0.0), 2),)
-        elif CODES:
-            cv, ci = tl.reduce((tl.where(wm, v, float("-inf")), tl.where(wm, flat, _NO_CODE)),
-                               2, _argmax_combine)
-            cvs = cvs + (cv,)
-            cis = cis + (ci,)
         else:
-            cvs = cvs + (tl.reduce(tl.where(wm, v, float("-inf")), 2, _max_nan),)
+            cvs = cvs + (tl.max(tl.where(wm, v, _lowest(v)), 2),)
     new_a = ()
-    new_c = ()
     for bh in tl.static_range(NL):
         hs, he = _bin(bh, H, NL, fast_h)
         hm = ((h >= hs) & (h < he))[None, :]
         for bw in tl.static_range(NL):
             if MODE != 0:
                 new_a = new_a + (accs[bh * NL + bw] + tl.sum(tl.where(hm, cvs[bw], 0.0), 1),)
-            elif CODES:
-                rv, ri = tl.reduce((tl.where(hm, cvs[bw], float("-inf")),
-                                    tl.where(hm, cis[bw], _NO_CODE)), 1, _argmax_combine)
-                av, ai = _argmax_combine(accs[bh * NL + bw], codes[bh * NL + bw], rv, ri)
-                new_a = new_a + (av,)
-                new_c = new_c + (ai,)
             else:
-                rv = tl.reduce(tl.where(hm, cvs[bw], float("-inf")), 1, _max_nan)
-                new_a = new_a + (_max_nan(accs[bh * NL + bw], rv),)
-    return new_a, new_c
+                rv = tl.max(tl.where(hm, cvs[bw], _lowest(cvs[bw])), 1)
+                new_a = new_a + (tl.maximum(accs[bh * NL + bw], rv),)
+    return new_a
 
 
 @triton.jit
-def _store_level(yb, cb, accs, codes, pvalid, H, W, fast_h, fast_w, syb,
+def _lowest(k):
+    """The smallest key of ``k``'s integer type."""
+    if k.dtype == tl.int64:
+        return -(2 ** 63)
+    else:
+        return -(2 ** 31)
+
+
+@triton.jit
+def _store_level(yb, cb, accs, pvalid, H, W, fast_h, fast_w, syb,
                  NL: tl.constexpr, OFF: tl.constexpr, MODE: tl.constexpr, CODES: tl.constexpr):
     for bh in tl.static_range(NL):
         hs, he = _bin(bh, H, NL, fast_h)
@@ -152,10 +134,31 @@ def _store_level(yb, cb, accs, codes, pvalid, H, W, fast_h, fast_w, syb,
             ws, we = _bin(bw, W, NL, fast_w)
             acc = accs[bh * NL + bw]
             if MODE != 0:
-                acc = acc / ((he - hs) * (we - ws)).to(tl.float32)
-            tl.store(yb + (OFF + bh * NL + bw) * syb, acc.to(yb.dtype.element_ty), mask=pvalid)
-            if CODES:
-                tl.store(cb + (OFF + bh * NL + bw) * syb, codes[bh * NL + bw], mask=pvalid)
+                out = acc / ((he - hs) * (we - ws)).to(tl.float32)
+            elif CODES:
+                out = _key_value((acc >> 32).to(tl.int32))
+                code = 0x7FFFFFFF - (acc & 0x7FFFFFFF).to(tl.int32)
+                tl.store(cb + (OFF + bh * NL + bw) * syb, code, mask=pvalid)
+            else:
+                out = _key_value(acc)
+            tl.store(yb + (OFF + bh * NL + bw) * syb, out.to(yb.dtype.element_ty), mask=pvalid)
+
+
+@triton.jit
+def _order_key(v):
+    """An int32 whose signed order is ``v``'s (float32) order, NaN (made
+    positive) above everything and -0.0 equal to +0.0: max reductions then
+    run on integers (native, NaN propagating)."""
+    v = tl.where(v != v, float("nan"), v + 0.0)
+    b = v.to(tl.int32, bitcast=True)
+    return tl.where(b < 0, b ^ 0x7FFFFFFF, b)
+
+
+@triton.jit
+def _key_value(k):
+    """The float32 of an :func:`_order_key` (NaN stays NaN)."""
+    b = tl.where(k < 0, k ^ 0x7FFFFFFF, k)
+    return b.to(tl.float32, bitcast=True)
 
 
 # Sizes are not specialised on (one compiled kernel per pow2 size bucket),
@@ -168,17 +171,16 @@ def spp_fwd_kernel(x_ptr, y_ptr, c_ptr, C, H, W, P_TOTAL, FAST_H, FAST_W,
                    BLOCK_P: tl.constexpr, HCH: tl.constexpr, WCH: tl.constexpr):
     """All bins of ``BLOCK_P`` planes in one sweep over them (module doc).
     ``c_ptr`` (with ``CODES``) has ``y``'s strides. Accumulators: a tuple
-    per level of its bins' ``[BLOCK_P]`` vectors."""
+    per level of its bins' ``[BLOCK_P]`` vectors. Max reduces integer order
+    keys (:func:`_order_key`), with codes 64-bit keys that carry the flat
+    index, so that every reduction is a plain integer maximum."""
     pl, pvalid, n, c = _plane_setup(P_TOTAL, C, sxn, sxc, INT64, BLOCK_P)
     xb = x_ptr + (n * sxn + c * sxc)
     hr = tl.arange(0, HCH)
     wr = tl.arange(0, WCH)
     accs = ()
-    codes = ()
     for lev in tl.static_range(len(DIMS)):
-        a_l, c_l = _init_level(DIMS[lev], MODE, CODES, BLOCK_P)
-        accs = accs + (a_l,)
-        codes = codes + (c_l,)
+        accs = accs + (_init_level(DIMS[lev], MODE, CODES, BLOCK_P),)
     for h0 in range(0, H, HCH):
         h = h0 + hr
         for w0 in range(0, W, WCH):
@@ -186,21 +188,20 @@ def spp_fwd_kernel(x_ptr, y_ptr, c_ptr, C, H, W, P_TOTAL, FAST_H, FAST_W,
             m = pvalid[:, None, None] & ((h < H)[:, None] & (w < W)[None, :])[None, :, :]
             ptr = xb[:, None, None] + (h[:, None] * sxh + w[None, :] * sxw)[None, :, :]
             v = tl.load(ptr, mask=m, other=0.0).to(tl.float32)
-            flat = tl.broadcast_to((h[:, None] * W + w[None, :])[None, :, :], [BLOCK_P, HCH, WCH])
+            if MODE == 0:
+                v = _order_key(v)
+                if CODES:
+                    flat = (h[:, None] * W + w[None, :])[None, :, :]
+                    v = (v.to(tl.int64) << 32) | (0x7FFFFFFF - flat).to(tl.int64)
             new_a = ()
-            new_c = ()
             for lev in tl.static_range(len(DIMS)):
-                a_l, c_l = _fold_level(accs[lev], codes[lev], v, flat, h, w, H, W,
-                                       (FAST_H >> lev) & 1, (FAST_W >> lev) & 1,
-                                       DIMS[lev], MODE, CODES)
-                new_a = new_a + (a_l,)
-                new_c = new_c + (c_l,)
+                new_a = new_a + (_fold_level(accs[lev], v, h, w, H, W, (FAST_H >> lev) & 1,
+                                             (FAST_W >> lev) & 1, DIMS[lev], MODE),)
             accs = new_a
-            codes = new_c
     yb = y_ptr + (n * syn + c * syc)
     cb = c_ptr + (n * syn + c * syc)
     for lev in tl.static_range(len(DIMS)):
-        _store_level(yb, cb, accs[lev], codes[lev], pvalid, H, W, (FAST_H >> lev) & 1,
+        _store_level(yb, cb, accs[lev], pvalid, H, W, (FAST_H >> lev) & 1,
                      (FAST_W >> lev) & 1, syb, DIMS[lev], OFFS[lev], MODE, CODES)
 
 
