@@ -50,19 +50,16 @@ when ``precision='tf32'`` and exact float32 products with ``'ieee'``.
 
 import functools
 import itertools
-import os
 
 import torch
 import triton
 import triton.language as tl
 
+from . import interpreting
+from .launch import layout, needs_int64
+
 __all__ = ["conv_forward", "conv_dgrad", "conv_wgrad", "Config", "default_config",
            "candidate_configs", "wgrad_split", "interpreting"]
-
-
-def interpreting():
-    """True when Triton runs kernels through its CPU interpreter."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _patch_interpreter():
@@ -560,12 +557,6 @@ def _upcast(dtype):
     return interpreting() and dtype == torch.bfloat16
 
 
-def _needs_int64(*tensors):
-    lim = 2 ** 31 - 1
-    return any(sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride())) + 1 > lim
-               for t in tensors if t.numel() > 0)
-
-
 def _weights_with_unit_stride(w5, dim):
     """``w5`` (K, C, T, R, S) with axis ``dim`` (0 = filters, 1 = channels)
     of stride 1, as a logical view of a (possibly new) contiguous buffer."""
@@ -653,7 +644,7 @@ def conv_forward(x, w, stride, padding, groups=1, out=None, config=None, precisi
         *x5.stride(), *wk.stride(), *y5.stride(), M,
         BLOCK_M=cfg.bm, BLOCK_N=cfg.bn, BLOCK_K=cfg.bk, TILE_W=tile_w,
         EVEN_C=Cg % cfg.bk == 0, PRECISION=_precision(x.dtype, precision),
-        UPCAST=_upcast(x.dtype), INT64=_needs_int64(x5, y5),
+        UPCAST=_upcast(x.dtype), INT64=needs_int64(layout(x5), layout(y5)),
         num_warps=cfg.warps, num_stages=cfg.stages)
     return out
 
@@ -693,7 +684,7 @@ def conv_dgrad(dy, w, x_shape, stride, padding, groups=1, channels_last=False, o
         *g5.stride(), *wk.stride(), *dx5.stride(), Dq, Hq, Wq, Mq,
         BLOCK_M=cfg.bm, BLOCK_N=cfg.bn, BLOCK_K=cfg.bk, TILE_W=tile_w,
         EVEN_K=Kg % cfg.bk == 0, PRECISION=_precision(dy.dtype, precision),
-        UPCAST=_upcast(dy.dtype), INT64=_needs_int64(g5, dx5),
+        UPCAST=_upcast(dy.dtype), INT64=needs_int64(layout(g5), layout(dx5)),
         num_warps=cfg.warps, num_stages=cfg.stages)
     return out
 
@@ -798,7 +789,7 @@ def conv_wgrad(x, dy, w_shape, stride, padding, groups=1, out=None, config=None,
         *x5.stride(), *g5.stride(), *so, P, n_ptiles, per,
         BLOCK_M=cfg.bm, BLOCK_N=cfg.bn, BLOCK_K=cfg.bk, TILE_W=tile_w,
         PRECISION=_precision(x.dtype, precision), UPCAST=_upcast(x.dtype),
-        INT64=_needs_int64(x5, g5), num_warps=cfg.warps, num_stages=cfg.stages)
+        INT64=needs_int64(layout(x5), layout(g5)), num_warps=cfg.warps, num_stages=cfg.stages)
     if not direct:
         E = K * Cg * taps
         # the reduce kernel addresses the taps of one (k, c) by one flat index

@@ -58,8 +58,12 @@ Windows holding NaN: the forward returns NaN; the backward sends the
 gradient to the window's first largest number (NaN is skipped).
 """
 
+import functools
+
 import triton
 import triton.language as tl
+
+from .launch import cdiv, layout_strides, needs_int64, pow2, pow2_floor
 
 MAX, AVG_INC, AVG_EXC = 0, 1, 2
 MODES = {"max": MAX, "average_inc_pad": AVG_INC, "average_exc_pad": AVG_EXC}
@@ -421,32 +425,19 @@ def pool_bwd_kernel(gy_ptr, gx_ptr, c_ptr, C, D, H, W, OD, OH, OW, QD, QHG, QW,
 
 # -- host side ------------------------------------------------------------------------------------
 
-def _cdiv(a, b):
-    return -(-a // b)
+def _strides_5d(shape, strides):
+    """Shape and strides of the ``(N, C, D, H, W)`` view of an
+    ``(N, C, *spatial)`` tensor (size-1 axes in front, as ``unsqueeze(2)``
+    makes them)."""
+    shape, strides = tuple(shape), tuple(strides)
+    while len(shape) < 5:
+        shape = shape[:2] + (1,) + shape[2:]
+        strides = strides[:2] + (strides[2] * shape[3],) + strides[2:]
+    return shape, strides
 
 
-def _pow2(n):
-    return 1 << max(0, int(n) - 1).bit_length()
-
-
-def _pow2_floor(n):
-    return 1 << (max(1, int(n)).bit_length() - 1)
-
-
-def _max_offset(t):
-    return sum((s - 1) * st for s, st in zip(t.shape, t.stride()) if s > 0)
-
-
-def _needs_int64(*tensors):
-    return any(_max_offset(t) >= 2 ** 31 - 1 or t.numel() >= 2 ** 31 - 1 for t in tensors)
-
-
-def _as_5d(t, nd):
-    """A ``(N, C, D, H, W)`` view of a ``(N, C, *spatial)`` tensor with
-    ``nd`` spatial axes (size-1 axes in front)."""
-    for _ in range(3 - nd):
-        t = t.unsqueeze(2)
-    return t
+def _config_key():
+    return tuple(sorted(CONFIG_OVERRIDE.items()))
 
 
 def _as_3(v, nd, fill):
@@ -466,12 +457,6 @@ def empty_in_layout(shape, cl, dtype, device):
         return torch.empty((shape[0],) + tuple(shape[2:]) + (shape[1],), dtype=dtype,
                            device=device).movedim(-1, 1)
     return torch.empty(shape, dtype=dtype, device=device)
-
-
-def empty_like_layout(x, shape):
-    """An empty tensor of ``shape`` (same ndim as ``x``) in ``x``'s layout
-    and dtype."""
-    return empty_in_layout(shape, channels_last(x), x.dtype, x.device)
 
 
 # Tile configuration. ``CONFIG_OVERRIDE`` (a dict updated by benchmarks) takes
@@ -499,12 +484,12 @@ def _tiles(cl, C, last, per_thread, elem_size, warps):
     masked tiles compile poorly when larger)."""
     if cl:
         cap = 128 if elem_size <= 2 else 64
-        block_b = min(_pow2(C), cap, _cfg("max_block_b"))
+        block_b = min(pow2(C), cap, _cfg("max_block_b"))
         if C % block_b:
             per_thread = min(per_thread, 4)
     else:
-        block_b = min(max(16, _pow2(last)), _cfg("max_block_b"))
-    block_a = _pow2_floor(max(1, per_thread * 32 * warps // block_b))
+        block_b = min(max(16, pow2(last)), _cfg("max_block_b"))
+    block_a = pow2_floor(max(1, per_thread * 32 * warps // block_b))
     return block_a, block_b
 
 
@@ -515,7 +500,7 @@ def _pick_rows(length, rmax, cost):
     for r in (1, 2, 4, 8, 16):
         if r > max(1, rmax):
             break
-        total = _cdiv(length, r) * cost(r)
+        total = cdiv(length, r) * cost(r)
         if best is None or total < best - 1e-9:
             best, best_r = total, r
     return best_r
@@ -528,13 +513,48 @@ def _fwd_per_thread(cl, C, K, S, R, elem_size, warps):
     loads = K[0] * ((R - 1) * S[1] + K[1]) * K[2]
     per_thread = max(1, min(_cfg("fwd_elems") // (32 * warps * R), 256 // loads))
     if cl:
-        per_thread = max(per_thread, min(16 // elem_size, _pow2(C)))
-    return _pow2_floor(per_thread)
+        per_thread = max(per_thread, min(16 // elem_size, pow2(C)))
+    return pow2_floor(per_thread)
 
 
 def forward_rows(out_h, k_h, s_h):
     rmax = _cfg("fwd_rows")[0 if s_h == 1 else 1]
     return _pick_rows(out_h, rmax, lambda r: ((r - 1) * s_h + k_h) / 1.0)
+
+
+@functools.lru_cache(maxsize=1024)
+def _forward_plan(x_shape, x_strides, elem_size, pool_size, stride, pad, out_size, mode, codes,
+                  config):
+    """Everything :func:`pool_forward` passes to its kernel but the tensors,
+    for one input shape and layout: ``(y_shape, cl, grid, args, meta)``."""
+    nd = len(x_shape) - 2
+    N, C = x_shape[:2]
+    cl = C > 1 and x_strides[1] == 1
+    y_shape = (N, C) + tuple(out_size)
+    y_strides = layout_strides(y_shape, cl)
+    (_, _, D, H, W), xs5 = _strides_5d(x_shape, x_strides)
+    (_, _, OD, OH, OW), ys5 = _strides_5d(y_shape, y_strides)
+    K = _as_3(pool_size, nd, 1)
+    S = _as_3(stride, nd, 1)
+    P = _as_3(pad, nd, 0)
+    R = forward_rows(OH, K[1], S[1])
+    OHG = cdiv(OH, R)
+    if cl:
+        a_total, b_total = N * OD * OHG * OW, C
+    else:
+        a_total, b_total = N * C * OD * OHG, OW
+    warps = _cfg("fwd_warps")
+    per_thread = _fwd_per_thread(cl, C, K, S, R, elem_size, warps)
+    block_a, block_b = _tiles(cl, C, OW, per_thread, elem_size, warps)
+    grid = (cdiv(a_total, block_a), cdiv(b_total, block_b))
+    args = (C, D, H, W, OD, OH, OW, OHG, a_total, b_total) + xs5 + ys5 + (ys5 if codes else ())
+    meta = dict(KD=K[0], KH=K[1], KW=K[2], SD=S[0], SH=S[1], SW=S[2], PD=P[0], PH=P[1],
+                PW=P[2], CL=cl, EVEN_B=(not cl) or b_total % block_b == 0, R=R,
+                INT64=needs_int64((x_shape, x_strides), (y_shape, y_strides)),
+                BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
+    if not codes:
+        meta["MODE"] = MODES[mode]
+    return y_shape, cl, grid, args, meta
 
 
 def pool_forward(x, pool_size, stride, pad, out_size, mode, codes=False):
@@ -545,45 +565,22 @@ def pool_forward(x, pool_size, stride, pad, out_size, mode, codes=False):
     which also covers ``ignore_border=False``). Returns ``y`` in ``x``'s
     layout and dtype; with ``codes=True`` (max only) ``(y, codes)``, where
     ``codes`` (uint8, ``y``'s shape and layout) is every window's first-max
-    offset for :func:`pool_backward`.
+    offset for :func:`pool_backward`. The launch parameters of a shape are
+    computed once (``_forward_plan``).
     """
     if codes and mode != "max":
         raise ValueError("pool_forward: codes=True is for max pooling, got mode {!r}".format(mode))
-    nd = x.ndim - 2
-    N, C = x.shape[:2]
-    cl = channels_last(x)
-    y = empty_like_layout(x, (N, C) + tuple(out_size))
-    c = empty_in_layout(tuple(y.shape), cl, _uint8(), x.device) if codes else None
+    y_shape, cl, grid, args, meta = _forward_plan(
+        tuple(x.shape), x.stride(), x.element_size(), tuple(pool_size), tuple(stride),
+        tuple(pad), tuple(out_size), mode, bool(codes), _config_key())
+    y = empty_in_layout(y_shape, cl, x.dtype, x.device)
+    c = empty_in_layout(y_shape, cl, _uint8(), x.device) if codes else None
     if y.numel() == 0:
         return (y, c) if codes else y
-    x5, y5 = _as_5d(x, nd), _as_5d(y, nd)
-    K = _as_3(pool_size, nd, 1)
-    S = _as_3(stride, nd, 1)
-    P = _as_3(pad, nd, 0)
-    D, H, W = x5.shape[2:]
-    OD, OH, OW = y5.shape[2:]
-    R = forward_rows(OH, K[1], S[1])
-    OHG = _cdiv(OH, R)
-    if cl:
-        a_total, b_total = N * OD * OHG * OW, C
-    else:
-        a_total, b_total = N * C * OD * OHG, OW
-    warps = _cfg("fwd_warps")
-    per_thread = _fwd_per_thread(cl, C, K, S, R, x.element_size(), warps)
-    block_a, block_b = _tiles(cl, C, OW, per_thread, x.element_size(), warps)
-    grid = (_cdiv(a_total, block_a), _cdiv(b_total, block_b))
-    geometry = dict(KD=K[0], KH=K[1], KW=K[2], SD=S[0], SH=S[1], SW=S[2], PD=P[0], PH=P[1],
-                    PW=P[2], CL=cl, EVEN_B=(not cl) or b_total % block_b == 0, R=R,
-                    BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
     if codes:
-        c5 = _as_5d(c, nd)
-        pool_max_codes_kernel[grid](
-            x5, y5, c5, C, D, H, W, OD, OH, OW, OHG, a_total, b_total, *x5.stride(),
-            *y5.stride(), *c5.stride(), INT64=_needs_int64(x5, y5, c5), **geometry)
+        pool_max_codes_kernel[grid](x, y, c, *args, **meta)
         return y, c
-    pool_fwd_kernel[grid](
-        x5, y5, C, D, H, W, OD, OH, OW, OHG, a_total, b_total, *x5.stride(), *y5.stride(),
-        MODE=MODES[mode], INT64=_needs_int64(x5, y5), **geometry)
+    pool_fwd_kernel[grid](x, y, *args, **meta)
     return y
 
 
@@ -599,8 +596,8 @@ def backward_plan(pool_size, stride, input_h, pad_h, mode):
     nd = len(pool_size)
     K = _as_3(pool_size, nd, 1)
     S = _as_3(stride, nd, 1)
-    NW = tuple(_cdiv(k, s) for k, s in zip(K, S))
-    QH = _cdiv(input_h + pad_h, S[1])
+    NW = tuple(cdiv(k, s) for k, s in zip(K, S))
+    QH = cdiv(input_h + pad_h, S[1])
     rmax = _cfg("bwd_rows")[0 if S[1] == 1 else 1]
 
     def live(r):
@@ -608,6 +605,41 @@ def backward_plan(pool_size, stride, input_h, pad_h, mode):
         return windows * (3 if MODES[mode] == MAX else 2)
     R = _pick_rows(QH, rmax, lambda r: live(r) / 1.0)
     return NW, R, live(R)
+
+
+@functools.lru_cache(maxsize=1024)
+def _backward_plan(input_shape, input_cl, g_shape, g_strides, c_strides, elem_size, pool_size,
+                   stride, pad, mode, config):
+    """Everything :func:`pool_backward` passes to its kernel but the tensors:
+    ``(grid, args, meta)``."""
+    nd = len(input_shape) - 2
+    N, C = input_shape[:2]
+    d_strides = layout_strides(input_shape, input_cl)
+    (_, _, D, H, W), ds5 = _strides_5d(input_shape, d_strides)
+    (_, _, OD, OH, OW), gs5 = _strides_5d(g_shape, g_strides)
+    _, cs5 = _strides_5d(g_shape, c_strides)
+    K = _as_3(pool_size, nd, 1)
+    S = _as_3(stride, nd, 1)
+    P = _as_3(pad, nd, 0)
+    QD, QH, QW = (cdiv(L + p, s) for L, p, s in zip((D, H, W), P, S))
+    NW, R, live = backward_plan(pool_size, stride, H, P[1], mode)
+    QHG = cdiv(QH, R)
+    if input_cl:
+        a_total, b_total = N * QD * QHG * QW, C
+    else:
+        a_total, b_total = N * C * QD * QHG, QW
+    warps = _cfg("bwd_warps")
+    per_thread = max(1, min(16 // elem_size, pow2_floor(_cfg("bwd_regs") // max(1, live))))
+    block_a, block_b = _tiles(input_cl, C, QW, per_thread, elem_size, warps)
+    grid = (cdiv(a_total, block_a), cdiv(b_total, block_b))
+    args = (C, D, H, W, OD, OH, OW, QD, QHG, QW, a_total, b_total) + gs5 + ds5 + cs5
+    meta = dict(KD=K[0], KH=K[1], KW=K[2], SD=S[0], SH=S[1], SW=S[2], PD=P[0], PH=P[1],
+                PW=P[2], NWD=NW[0], NWH=NW[1], NWW=NW[2], MODE=MODES[mode], CL=input_cl,
+                EVEN_B=(not input_cl) or b_total % block_b == 0,
+                INT64=needs_int64((g_shape, g_strides), (input_shape, d_strides),
+                                   (g_shape, c_strides)),
+                R=R, BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
+    return grid, args, meta
 
 
 def pool_backward(grad_out, input_shape, input_cl, pool_size, stride, pad, mode, codes=None):
@@ -618,36 +650,15 @@ def pool_backward(grad_out, input_shape, input_cl, pool_size, stride, pad, mode,
     have any strides."""
     if (codes is None) != (mode != "max"):
         raise ValueError("pool_backward: max pooling needs the forward's codes, averages none")
-    nd = len(input_shape) - 2
-    N, C = input_shape[:2]
-    gx = empty_in_layout(tuple(input_shape), input_cl, grad_out.dtype, grad_out.device)
+    input_shape = tuple(input_shape)
+    gx = empty_in_layout(input_shape, input_cl, grad_out.dtype, grad_out.device)
     if gx.numel() == 0:
         return gx
     if codes is None:
         codes = grad_out   # not read (the kernel's code pointer is unused for averages)
-    g5, d5, c5 = (_as_5d(t, nd) for t in (grad_out, gx, codes))
-    K = _as_3(pool_size, nd, 1)
-    S = _as_3(stride, nd, 1)
-    P = _as_3(pad, nd, 0)
-    D, H, W = d5.shape[2:]
-    OD, OH, OW = g5.shape[2:]
-    QD, QH, QW = (_cdiv(L + p, s) for L, p, s in zip((D, H, W), P, S))
-    NW, R, live = backward_plan(pool_size, stride, H, P[1], mode)
-    QHG = _cdiv(QH, R)
-    if input_cl:
-        a_total, b_total = N * QD * QHG * QW, C
-    else:
-        a_total, b_total = N * C * QD * QHG, QW
-    warps = _cfg("bwd_warps")
-    elem_size = grad_out.element_size()
-    per_thread = max(1, min(16 // elem_size, _pow2_floor(_cfg("bwd_regs") // max(1, live))))
-    block_a, block_b = _tiles(input_cl, C, QW, per_thread, elem_size, warps)
-    grid = (_cdiv(a_total, block_a), _cdiv(b_total, block_b))
-    pool_bwd_kernel[grid](
-        g5, d5, c5, C, D, H, W, OD, OH, OW, QD, QHG, QW, a_total, b_total,
-        *g5.stride(), *d5.stride(), *c5.stride(),
-        KD=K[0], KH=K[1], KW=K[2], SD=S[0], SH=S[1], SW=S[2], PD=P[0], PH=P[1], PW=P[2],
-        NWD=NW[0], NWH=NW[1], NWW=NW[2], MODE=MODES[mode], CL=input_cl,
-        EVEN_B=(not input_cl) or b_total % block_b == 0, INT64=_needs_int64(g5, d5, c5),
-        R=R, BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
+    grid, args, meta = _backward_plan(
+        input_shape, bool(input_cl), tuple(grad_out.shape), grad_out.stride(), codes.stride(),
+        grad_out.element_size(), tuple(pool_size), tuple(stride), tuple(pad), mode,
+        _config_key())
+    pool_bwd_kernel[grid](grad_out, gx, codes, *args, **meta)
     return gx

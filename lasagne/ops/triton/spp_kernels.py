@@ -37,8 +37,12 @@ of several bins receives their sum accumulated in the output dtype.)
   containing ``h``, over all levels.
 """
 
+import functools
+
 import triton
 import triton.language as tl
+
+from .launch import cdiv, layout_strides, needs_int64, pow2, pow2_floor
 
 SPP_MAX, SPP_MEAN = 0, 1
 
@@ -288,19 +292,11 @@ def spp_bwd_mean_kernel(gy_ptr, gx_ptr, C, H, W, P_TOTAL, FAST_H, FAST_W,
 
 # -- host side ------------------------------------------------------------------------------------
 
-def _cdiv(a, b):
-    return -(-a // b)
-
-
-def _pow2(n):
-    return 1 << max(0, int(n) - 1).bit_length()
-
-
 def fast_bins_ok(L, n):
     """True when the 'fast' bins (window ceil(L/n), stride floor(L/n)) give
     exactly ``n`` bins on an axis of length ``L``."""
     step = L // n
-    return step >= 1 and (L - _cdiv(L, n)) // step + 1 == n
+    return step >= 1 and (L - cdiv(L, n)) // step + 1 == n
 
 
 def _fast_masks(H, W, dims, implementation):
@@ -319,14 +315,6 @@ def _offsets(dims):
     return tuple(offs), o
 
 
-def _max_offset(t):
-    return sum((s - 1) * st for s, st in zip(t.shape, t.stride()) if s > 0)
-
-
-def _needs_int64(*tensors):
-    return any(_max_offset(t) >= 2 ** 31 - 1 or t.numel() >= 2 ** 31 - 1 for t in tensors)
-
-
 # Tile configuration. ``CONFIG_OVERRIDE`` (a dict updated by benchmarks) takes
 # precedence over ``_DEFAULTS``:
 #   tile         elements per forward chunk ``[BLOCK_P, HCH, WCH]``
@@ -343,8 +331,8 @@ def _cfg(key):
     return CONFIG_OVERRIDE.get(key, _DEFAULTS[key])
 
 
-def _pow2_floor(n):
-    return 1 << (max(1, int(n)).bit_length() - 1)
+def _config_key():
+    return tuple(sorted(CONFIG_OVERRIDE.items()))
 
 
 def _fwd_chunk(H, W, C, cl):
@@ -353,17 +341,30 @@ def _fwd_chunk(H, W, C, cl):
     planar batches whole row segments and as many planes as fit."""
     tile = _cfg("tile")
     if cl:
-        block_p = min(_pow2(C), _cfg("cl_block_p"))
-        wch = min(_pow2(W), 16)
-        hch = max(1, min(_pow2(H), _pow2_floor(tile // (block_p * wch))))
+        block_p = min(pow2(C), _cfg("cl_block_p"))
+        wch = min(pow2(W), 16)
+        hch = max(1, min(pow2(H), pow2_floor(tile // (block_p * wch))))
         return block_p, hch, wch
-    wch = min(_pow2(W), _cfg("wmax"))
-    hch = min(_pow2(H), 16)
-    return max(1, _pow2_floor(tile // (hch * wch))), hch, wch
+    wch = min(pow2(W), _cfg("wmax"))
+    hch = min(pow2(H), 16)
+    return max(1, pow2_floor(tile // (hch * wch))), hch, wch
 
 
-def _channels_last(x):
-    return x.shape[1] > 1 and x.stride(1) == 1
+@functools.lru_cache(maxsize=1024)
+def _forward_plan(x_shape, x_strides, dims, mode, implementation, codes, config):
+    """Everything :func:`spp_forward` passes to its kernel but the tensors:
+    ``(y_shape, grid, args, meta)``."""
+    N, C, H, W = x_shape
+    offs, B = _offsets(dims)
+    y_shape = (N, C, B)
+    y_strides = (C * B, B, 1)
+    fh, fw = _fast_masks(H, W, dims, implementation)
+    block_p, hch, wch = _fwd_chunk(H, W, C, C > 1 and x_strides[1] == 1)
+    args = (C, H, W, N * C, fh, fw) + tuple(x_strides) + y_strides
+    meta = dict(DIMS=dims, OFFS=offs, MODE=0 if mode == "max" else 1, CODES=codes,
+                INT64=needs_int64((x_shape, x_strides), (y_shape, y_strides)),
+                BLOCK_P=block_p, HCH=hch, WCH=wch, num_warps=_cfg("warps"))
+    return y_shape, (cdiv(N * C, block_p),), args, meta
 
 
 def spp_forward(x, dims, mode, implementation, codes=False):
@@ -371,23 +372,19 @@ def spp_forward(x, dims, mode, implementation, codes=False):
     returns ``(N, C, sum(n*n))`` contiguous, in ``x``'s dtype. ``mode``:
     'max' or an average mode (the mean of each bin). With ``codes=True``
     (max only) returns ``(y, codes)``: each bin's first maximum as the flat
-    index ``h*W + w`` (int32, ``y``'s shape) for :func:`spp_backward`."""
+    index ``h*W + w`` (int32, ``y``'s shape) for :func:`spp_backward`. The
+    launch parameters of a shape are computed once (``_forward_plan``)."""
     import torch
     if codes and mode != "max":
         raise ValueError("spp_forward: codes=True is for max pooling, got mode {!r}".format(mode))
-    dims = tuple(int(n) for n in dims)
-    N, C, H, W = x.shape
-    offs, B = _offsets(dims)
-    y = torch.empty((N, C, B), dtype=x.dtype, device=x.device)
-    c = torch.empty((N, C, B), dtype=torch.int32, device=x.device) if codes else None
+    y_shape, grid, args, meta = _forward_plan(
+        tuple(x.shape), x.stride(), tuple(int(n) for n in dims), mode, implementation,
+        bool(codes), _config_key())
+    y = torch.empty(y_shape, dtype=x.dtype, device=x.device)
+    c = torch.empty(y_shape, dtype=torch.int32, device=x.device) if codes else None
     if y.numel() == 0:
         return (y, c) if codes else y
-    fh, fw = _fast_masks(H, W, dims, implementation)
-    block_p, hch, wch = _fwd_chunk(H, W, C, _channels_last(x))
-    spp_fwd_kernel[(_cdiv(N * C, block_p),)](
-        x, y, c if codes else y, C, H, W, N * C, fh, fw, *x.stride(), *y.stride(),
-        DIMS=dims, OFFS=offs, MODE=0 if mode == "max" else 1, CODES=codes,
-        INT64=_needs_int64(x, y), BLOCK_P=block_p, HCH=hch, WCH=wch, num_warps=_cfg("warps"))
+    spp_fwd_kernel[grid](x, y, c if codes else y, *args, **meta)
     return (y, c) if codes else y
 
 
@@ -395,8 +392,33 @@ def _mean_chunk(W, dims, block_p):
     """Columns per chunk of the mean backward: its ``sum(n)`` row tiles of
     ``[block_p, WCH]`` float32 stay within about 64 registers per thread."""
     threads = 32 * _cfg("bwd_warps")
-    budget = _pow2(max(1, 64 * threads // (sum(dims) * block_p)) + 1) // 2
-    return max(4, min(_pow2(W), _cfg("wmax"), budget))
+    budget = pow2(max(1, 64 * threads // (sum(dims) * block_p)) + 1) // 2
+    return max(4, min(pow2(W), _cfg("wmax"), budget))
+
+
+@functools.lru_cache(maxsize=1024)
+def _backward_plan(input_shape, input_cl, g_strides, c_strides, dims, mode, implementation,
+                   config):
+    """Everything :func:`spp_backward` passes to its kernel but the tensors:
+    ``(grid, args, meta)``; max when ``c_strides`` is given."""
+    N, C, H, W = input_shape
+    offs, B = _offsets(dims)
+    d_strides = layout_strides(input_shape, input_cl)
+    block_p = _cfg("bwd_block_p")
+    grid = (cdiv(N * C, block_p),)
+    g_layout = ((N, C, B), g_strides)
+    if c_strides is not None:
+        args = (C, H, W, N * C) + tuple(c_strides) + tuple(g_strides) + d_strides
+        meta = dict(NBINS=B, WZ=min(pow2(W), _cfg("wmax")),
+                    INT64=needs_int64(g_layout, ((N, C, B), c_strides), (input_shape, d_strides)),
+                    BLOCK_P=block_p, num_warps=_cfg("bwd_warps"))
+    else:
+        fh, fw = _fast_masks(H, W, dims, implementation)
+        args = (C, H, W, N * C, fh, fw) + tuple(g_strides) + d_strides
+        meta = dict(DIMS=dims, OFFS=offs, INT64=needs_int64(g_layout, (input_shape, d_strides)),
+                    BLOCK_P=block_p, WCH=_mean_chunk(W, dims, block_p),
+                    num_warps=_cfg("bwd_warps"))
+    return grid, args, meta
 
 
 def spp_backward(grad_out, input_shape, input_cl, dims, mode, implementation, codes=None):
@@ -407,9 +429,7 @@ def spp_backward(grad_out, input_shape, input_cl, dims, mode, implementation, co
     import torch
     if (codes is None) != (mode != "max"):
         raise ValueError("spp_backward: max pooling needs the forward's codes, averages none")
-    dims = tuple(int(n) for n in dims)
     N, C, H, W = input_shape
-    offs, B = _offsets(dims)
     if input_cl:
         gx = torch.empty((N, H, W, C), dtype=grad_out.dtype,
                          device=grad_out.device).permute(0, 3, 1, 2)
@@ -417,18 +437,12 @@ def spp_backward(grad_out, input_shape, input_cl, dims, mode, implementation, co
         gx = torch.empty((N, C, H, W), dtype=grad_out.dtype, device=grad_out.device)
     if gx.numel() == 0:
         return gx
-    block_p = _cfg("bwd_block_p")
-    grid = (_cdiv(N * C, block_p),)
-    if mode == "max":
-        spp_bwd_max_kernel[grid](
-            codes, grad_out, gx, C, H, W, N * C, *codes.stride(), *grad_out.stride(),
-            *gx.stride(), NBINS=B, WZ=min(_pow2(W), _cfg("wmax")),
-            INT64=_needs_int64(codes, grad_out, gx), BLOCK_P=block_p,
-            num_warps=_cfg("bwd_warps"))
+    grid, args, meta = _backward_plan(
+        tuple(input_shape), bool(input_cl), grad_out.stride(),
+        None if codes is None else codes.stride(), tuple(int(n) for n in dims), mode,
+        implementation, _config_key())
+    if codes is not None:
+        spp_bwd_max_kernel[grid](codes, grad_out, gx, *args, **meta)
     else:
-        fh, fw = _fast_masks(H, W, dims, implementation)
-        spp_bwd_mean_kernel[grid](
-            grad_out, gx, C, H, W, N * C, fh, fw, *grad_out.stride(), *gx.stride(),
-            DIMS=dims, OFFS=offs, INT64=_needs_int64(grad_out, gx), BLOCK_P=block_p,
-            WCH=_mean_chunk(W, dims, block_p), num_warps=_cfg("bwd_warps"))
+        spp_bwd_mean_kernel[grid](grad_out, gx, *args, **meta)
     return gx
