@@ -423,7 +423,11 @@ def measured_kernel(x, pool_size, stride, pad, mode, ignore_border):
     pooling 0.37-2.21x, slower for the common 2x2 s2 and large 3x3 s2
     cases; average pooling 3x3 s1 p1 4.2-4.8x faster in every dtype and
     layout (bench/results/pool_kernels-NVIDIA_H100_80GB_HBM3-20261122-091232.json).
+    Under ``torch.compile`` max pooling stays PyTorch's operation, which
+    Inductor fuses with its neighbours: with our op in its place the compiled
+    VGG-16 training step at batch 128 went from 0.98-0.99x torchvision's
+    time to 0.88x (bench/results/networks-2026-11-22-session4.json).
     """
-    if mode == "max" and not _is_channels_last(x):
+    if mode == "max" and (not _is_channels_last(x) or torch.compiler.is_compiling()):
         return None
     return cuda_kernel(x, pool_size, stride, pad, mode, ignore_border)
