@@ -20,10 +20,10 @@ def use_triton_pooling(enabled="measured"):
     enabled : 'measured', True or False (default: 'measured')
         ``'measured'`` (the setting at import): the kernels where they
         measured faster than the alternatives on an H100 in forward+backward
-        (average pooling: 4-5x PyTorch's kernels; channels-last max pooling:
-        1.1-2.7x; max spatial pyramid pooling), PyTorch's own kernels for
-        planar max pooling and a matrix product for average pyramid pooling
-        (``bench/NOTES.md``). ``True``: the kernels wherever they apply.
+        (average pooling: 4-5x PyTorch's kernels; eager channels-last max
+        pooling of inputs of 64 MiB and more: 1.1-2.7x; max spatial pyramid
+        pooling), PyTorch's own kernels for other max pooling and a matrix
+        product for average pyramid pooling (``bench/NOTES.md``). ``True``: the kernels wherever they apply.
         ``False``: never.
     """
     from . import pool, pool_cuda, spp, spp_cuda

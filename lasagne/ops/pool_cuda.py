@@ -49,6 +49,10 @@ TRITON_FOUND = importlib.util.find_spec("triton") is not None
 
 # Largest window (elements) the kernels unroll; larger ones go to the portable path.
 MAX_WINDOW = 64
+# Smallest input (bytes) whose max pooling the default hook (measured_kernel)
+# sends to the kernels: below it the host cost of the call outweighs the
+# device time saved (see measured_kernel).
+MIN_MAX_POOL_BYTES = 64 << 20
 # Largest number of windows an input element belongs to (backward loop size).
 MAX_WINDOWS_PER_INPUT = 32
 
@@ -427,7 +431,15 @@ def measured_kernel(x, pool_size, stride, pad, mode, ignore_border):
     Inductor fuses with its neighbours: with our op in its place the compiled
     VGG-16 training step at batch 128 went from 0.98-0.99x torchvision's
     time to 0.88x (bench/results/networks-2026-11-22-session4.json).
+    Max pooling of inputs under ``MIN_MAX_POOL_BYTES`` stays PyTorch's too:
+    a call through our kernels costs the host 0.70 ms per forward+backward
+    against 0.16 ms for ``F.max_pool2d`` (two Triton launches, the autograd
+    function; bench/results/max-pool-host-time-2026-11-22-session4.log),
+    which made the host-bound eager VGG-16 step at batch 8 0.58x
+    torchvision's; the device time saved grows with the input (0.7 ms on a
+    411 MB float32 input).
     """
-    if mode == "max" and (not _is_channels_last(x) or torch.compiler.is_compiling()):
+    if mode == "max" and (not _is_channels_last(x) or torch.compiler.is_compiling()
+                          or x.numel() * x.element_size() < MIN_MAX_POOL_BYTES):
         return None
     return cuda_kernel(x, pool_size, stride, pad, mode, ignore_border)
