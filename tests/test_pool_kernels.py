@@ -511,6 +511,17 @@ def test_ops_through_interpreter_opcheck(route_interpreter, rng):
             g.sum().backward()
     with torch.no_grad():   # no backward: the plain forward, no codes
         assert pc.pool(x, (3, 3), (2, 2), (1, 1), "max").grad_fn is None
+    for xx in (x, xc):   # the same for max pyramid pooling
+        torch.library.opcheck(torch.ops.lasagne.spp_max_codes.default, (xx, [3, 2, 1], "fast"))
+        y, codes = torch.ops.lasagne.spp_max_codes(xx, [3, 2, 1], "kaiming")
+        gy = torch.from_numpy(rng.standard_normal(y.shape)).float()
+        torch.library.opcheck(torch.ops.lasagne.spp_max_codes_backward.default,
+                              (gy, codes, list(xx.shape), xx is xc, [3, 2, 1]))
+        y = sc.spatial_pyramid_pool(xx, (3, 2, 1), "max", "kaiming")
+        assert "SppMaxCodes" in type(y.grad_fn).__name__
+        (g,) = torch.autograd.grad(y, xx, gy)
+        gref = ref_spp_grad(x.detach().numpy(), gy.numpy(), (3, 2, 1), "max", "kaiming")
+        assert rel_err(g.numpy(), gref) < 1e-6
     y = sc.spatial_pyramid_pool(x, (2, 1), "max", "kaiming")
     y.backward(torch.ones_like(y))
     gref = ref_spp_grad(x.detach().numpy(), np.ones(y.shape), (2, 1), "max", "kaiming")
