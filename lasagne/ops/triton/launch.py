@@ -1,7 +1,8 @@
 """Host-side arithmetic shared by the kernel launchers: grid sizes, tile
 sizes, index width and the strides of the tensors they allocate."""
 
-__all__ = ["cdiv", "pow2", "pow2_floor", "layout", "needs_int64", "layout_strides"]
+__all__ = ["cdiv", "pow2", "pow2_floor", "layout", "needs_int64", "layout_strides",
+           "config_key"]
 
 _INT32_LIMIT = 2 ** 31 - 1
 
@@ -52,3 +53,9 @@ def layout_strides(shape, channels_last):
         strides[axis] = step
         step *= shape[axis]
     return tuple(strides)
+
+
+def config_key(overrides):
+    """A hashable snapshot of a module's tile-configuration overrides (part
+    of its cached launch plans' keys)."""
+    return tuple(sorted(overrides.items()))

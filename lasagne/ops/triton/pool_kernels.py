@@ -60,10 +60,11 @@ gradient to the window's first largest number (NaN is skipped).
 
 import functools
 
+import torch
 import triton
 import triton.language as tl
 
-from .launch import cdiv, layout_strides, needs_int64, pow2, pow2_floor
+from .launch import cdiv, config_key, layout_strides, needs_int64, pow2, pow2_floor
 
 MAX, AVG_INC, AVG_EXC = 0, 1, 2
 MODES = {"max": MAX, "average_inc_pad": AVG_INC, "average_exc_pad": AVG_EXC}
@@ -436,10 +437,6 @@ def _strides_5d(shape, strides):
     return shape, strides
 
 
-def _config_key():
-    return tuple(sorted(CONFIG_OVERRIDE.items()))
-
-
 def _as_3(v, nd, fill):
     return (fill,) * (3 - nd) + tuple(int(e) for e in v)
 
@@ -452,7 +449,6 @@ def channels_last(x):
 def empty_in_layout(shape, cl, dtype, device):
     """An empty tensor of ``shape`` ``(N, C, *spatial)``: channels-last when
     ``cl``, contiguous otherwise."""
-    import torch
     if cl:
         return torch.empty((shape[0],) + tuple(shape[2:]) + (shape[1],), dtype=dtype,
                            device=device).movedim(-1, 1)
@@ -572,9 +568,9 @@ def pool_forward(x, pool_size, stride, pad, out_size, mode, codes=False):
         raise ValueError("pool_forward: codes=True is for max pooling, got mode {!r}".format(mode))
     y_shape, cl, grid, args, meta = _forward_plan(
         tuple(x.shape), x.stride(), x.element_size(), tuple(pool_size), tuple(stride),
-        tuple(pad), tuple(out_size), mode, bool(codes), _config_key())
+        tuple(pad), tuple(out_size), mode, bool(codes), config_key(CONFIG_OVERRIDE))
     y = empty_in_layout(y_shape, cl, x.dtype, x.device)
-    c = empty_in_layout(y_shape, cl, _uint8(), x.device) if codes else None
+    c = empty_in_layout(y_shape, cl, torch.uint8, x.device) if codes else None
     if y.numel() == 0:
         return (y, c) if codes else y
     if codes:
@@ -582,29 +578,6 @@ def pool_forward(x, pool_size, stride, pad, out_size, mode, codes=False):
         return y, c
     pool_fwd_kernel[grid](x, y, *args, **meta)
     return y
-
-
-def _uint8():
-    import torch
-    return torch.uint8
-
-
-def backward_plan(pool_size, stride, input_h, pad_h, mode):
-    """``(NW, R, live)``: per-axis windows per owner block, owner rows per
-    group and the live values per group element (window gradients, and for
-    max their codes)."""
-    nd = len(pool_size)
-    K = _as_3(pool_size, nd, 1)
-    S = _as_3(stride, nd, 1)
-    NW = tuple(cdiv(k, s) for k, s in zip(K, S))
-    QH = cdiv(input_h + pad_h, S[1])
-    rmax = _cfg("bwd_rows")[0 if S[1] == 1 else 1]
-
-    def live(r):
-        windows = NW[0] * (r + NW[1] - 1) * NW[2]
-        return windows * (3 if MODES[mode] == MAX else 2)
-    R = _pick_rows(QH, rmax, lambda r: live(r) / 1.0)
-    return NW, R, live(R)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -622,14 +595,19 @@ def _backward_plan(input_shape, input_cl, g_shape, g_strides, c_strides, elem_si
     S = _as_3(stride, nd, 1)
     P = _as_3(pad, nd, 0)
     QD, QH, QW = (cdiv(L + p, s) for L, p, s in zip((D, H, W), P, S))
-    NW, R, live = backward_plan(pool_size, stride, H, P[1], mode)
+    NW = tuple(cdiv(k, s) for k, s in zip(K, S))
+
+    def live(r):
+        """Live values per group element: window gradients (and codes)."""
+        return NW[0] * (r + NW[1] - 1) * NW[2] * (3 if MODES[mode] == MAX else 2)
+    R = _pick_rows(QH, _cfg("bwd_rows")[0 if S[1] == 1 else 1], live)
     QHG = cdiv(QH, R)
     if input_cl:
         a_total, b_total = N * QD * QHG * QW, C
     else:
         a_total, b_total = N * C * QD * QHG, QW
     warps = _cfg("bwd_warps")
-    per_thread = max(1, min(16 // elem_size, pow2_floor(_cfg("bwd_regs") // max(1, live))))
+    per_thread = max(1, min(16 // elem_size, pow2_floor(_cfg("bwd_regs") // max(1, live(R)))))
     block_a, block_b = _tiles(input_cl, C, QW, per_thread, elem_size, warps)
     grid = (cdiv(a_total, block_a), cdiv(b_total, block_b))
     args = (C, D, H, W, OD, OH, OW, QD, QHG, QW, a_total, b_total) + gs5 + ds5 + cs5
@@ -659,6 +637,6 @@ def pool_backward(grad_out, input_shape, input_cl, pool_size, stride, pad, mode,
     grid, args, meta = _backward_plan(
         input_shape, bool(input_cl), tuple(grad_out.shape), grad_out.stride(), codes.stride(),
         grad_out.element_size(), tuple(pool_size), tuple(stride), tuple(pad), mode,
-        _config_key())
+        config_key(CONFIG_OVERRIDE))
     pool_bwd_kernel[grid](grad_out, gx, codes, *args, **meta)
     return gx

@@ -39,10 +39,11 @@ of several bins receives their sum accumulated in the output dtype.)
 
 import functools
 
+import torch
 import triton
 import triton.language as tl
 
-from .launch import cdiv, layout_strides, needs_int64, pow2, pow2_floor
+from .launch import cdiv, config_key, layout_strides, needs_int64, pow2, pow2_floor
 
 SPP_MAX, SPP_MEAN = 0, 1
 
@@ -331,10 +332,6 @@ def _cfg(key):
     return CONFIG_OVERRIDE.get(key, _DEFAULTS[key])
 
 
-def _config_key():
-    return tuple(sorted(CONFIG_OVERRIDE.items()))
-
-
 def _fwd_chunk(H, W, C, cl):
     """``(BLOCK_P, HCH, WCH)`` of the forward sweep: about ``tile`` elements;
     channels-last takes a block of channels (contiguous) and fewer rows,
@@ -374,12 +371,11 @@ def spp_forward(x, dims, mode, implementation, codes=False):
     (max only) returns ``(y, codes)``: each bin's first maximum as the flat
     index ``h*W + w`` (int32, ``y``'s shape) for :func:`spp_backward`. The
     launch parameters of a shape are computed once (``_forward_plan``)."""
-    import torch
     if codes and mode != "max":
         raise ValueError("spp_forward: codes=True is for max pooling, got mode {!r}".format(mode))
     y_shape, grid, args, meta = _forward_plan(
         tuple(x.shape), x.stride(), tuple(int(n) for n in dims), mode, implementation,
-        bool(codes), _config_key())
+        bool(codes), config_key(CONFIG_OVERRIDE))
     y = torch.empty(y_shape, dtype=x.dtype, device=x.device)
     c = torch.empty(y_shape, dtype=torch.int32, device=x.device) if codes else None
     if y.numel() == 0:
@@ -426,7 +422,6 @@ def spp_backward(grad_out, input_shape, input_cl, dims, mode, implementation, co
     ``input_shape`` ``(N, C, H, W)``, channels-last when ``input_cl``, in
     ``grad_out``'s dtype. Max takes the ``codes`` of
     ``spp_forward(..., codes=True)``; ``grad_out`` may have any strides."""
-    import torch
     if (codes is None) != (mode != "max"):
         raise ValueError("spp_backward: max pooling needs the forward's codes, averages none")
     N, C, H, W = input_shape
@@ -440,7 +435,7 @@ def spp_backward(grad_out, input_shape, input_cl, dims, mode, implementation, co
     grid, args, meta = _backward_plan(
         tuple(input_shape), bool(input_cl), grad_out.stride(),
         None if codes is None else codes.stride(), tuple(int(n) for n in dims), mode,
-        implementation, _config_key())
+        implementation, config_key(CONFIG_OVERRIDE))
     if codes is not None:
         spp_bwd_max_kernel[grid](codes, grad_out, gx, *args, **meta)
     else:
