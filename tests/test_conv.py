@@ -227,15 +227,33 @@ def test_gradcheck(nd, algorithm):
     W = torch.randn((4, 2) + K, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, dtype=torch.float64, requires_grad=True)
 
-    def f(x, W, b):  # flipped, grouped, strided, padded, tied bias
-        return add_bias(conv_nd(x, W, aniso, tpad, True, 2, algorithm), b)
+    def f(x, W, b):  # flipped, grouped, strided, padded, tied bias inside the call
+        return conv_nd(x, W, aniso, tpad, True, 2, algorithm, b=b)
 
     assert torch.autograd.gradcheck(f, (x, W, b))
     x, W = x.detach(), W.detach()
     out = conv_nd(x, W, 1, "same", False, 2, algorithm)
     ub = torch.randn(out.shape[1:], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
+        lambda ub: conv_nd(x, W, 1, "same", False, 2, algorithm, b=ub), (ub,))
+    assert torch.autograd.gradcheck(
         lambda ub: add_bias(conv_nd(x, W, 1, "same", False, 2, algorithm), ub), (ub,))
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("untied", [False, True])
+def test_conv_nd_bias_matches_reference(algorithm, untied):
+    """``conv_nd(..., b=...)`` adds a tied or untied bias exactly as the
+    float64 loop reference does, for every algorithm, in float32."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 4, 7, 6))
+    W = rng.standard_normal((6, 2, 3, 2))
+    out_size = ref_conv(x, W, stride=(2, 1), pad=(1, 0), groups=2).shape[2:]
+    b = rng.standard_normal((6,) + out_size if untied else 6)
+    ref = ref_conv(x, W, b, stride=(2, 1), pad=(1, 0), groups=2)
+    out = conv_nd(torch.tensor(x, dtype=torch.float32), torch.tensor(W, dtype=torch.float32),
+                  (2, 1), (1, 0), False, 2, algorithm, b=torch.tensor(b, dtype=torch.float32))
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("nd", [2, 3])

@@ -8,12 +8,17 @@ Algorithms
     ``torch.nn.functional.conv{1,2,3}d``: PyTorch picks the kernel (cuDNN
     for most CUDA cases, oneDNN or its own kernels on the CPU).
 ``'cudnn'``
-    On CUDA, cuDNN called explicitly (``torch.cudnn_convolution``, whose
-    autograd formula runs cuDNN's backward kernels): never a silent fallback
-    to another kernel. A missing or disabled cuDNN is a ``RuntimeError``. On
-    any other device the same function is computed by ``F.conv*d``. Inside
-    ``torch.compile`` the call is expressed as ``aten.convolution`` (which
-    the compiler understands and which PyTorch routes to cuDNN on CUDA).
+    On CUDA, cuDNN and nothing else: never a silent fallback to another
+    kernel. A missing or disabled cuDNN is a ``RuntimeError``. With a tied
+    bias the call is ``aten.convolution`` (one operator for convolution and
+    bias, forward and backward) after PyTorch's own backend selection
+    (``torch._C._select_conv_backend``) has confirmed that it runs cuDNN;
+    where it would not (e.g. a depthwise convolution PyTorch sends to its
+    own kernel), cuDNN is called directly (``torch.cudnn_convolution``) and
+    the bias added after. On any other device the same function is computed
+    by ``F.conv*d``. Inside ``torch.compile`` the call is expressed as
+    ``aten.convolution`` (which the compiler understands and which PyTorch
+    routes to cuDNN on CUDA).
 ``'gemm'``
     Explicit im2col + matrix product with a bounded workspace, on every
     device (:mod:`lasagne.ops.conv_gemm`): deterministic.
@@ -37,6 +42,7 @@ ALGORITHMS = ("auto", "cudnn", "gemm")
 
 _TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _AUTOCAST_ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
+_CUDNN_BACKEND = torch._C._ConvBackend.Cudnn
 
 
 def _autocast(input, W):
@@ -79,7 +85,17 @@ def _cudnn_flags():
             torch.backends.cudnn.allow_tf32)
 
 
-def _conv_cudnn(where, input, W, stride, pads, num_groups):
+def _runs_cudnn(input, W, b, stride, pads, num_groups):
+    """Whether ``aten.convolution`` on these arguments runs cuDNN (PyTorch's
+    own backend selection, ~4 µs of host time)."""
+    nd = len(pads)
+    return torch._C._select_conv_backend(input, W, b, stride, pads, (1,) * nd, False,
+                                         (0,) * nd, num_groups) == _CUDNN_BACKEND
+
+
+def _conv_cudnn(where, input, W, b, stride, pads, num_groups):
+    """cuDNN convolution plus the tied bias ``b`` (or None), in as few
+    operators as PyTorch's own backend choice allows."""
     if not torch.backends.cudnn.is_available():
         raise RuntimeError("{}: algorithm 'cudnn' needs cuDNN, which this PyTorch build cannot "
                            "use (torch.backends.cudnn.is_available() is False); use "
@@ -88,17 +104,23 @@ def _conv_cudnn(where, input, W, stride, pads, num_groups):
         raise RuntimeError("{}: algorithm 'cudnn' needs cuDNN, which is disabled "
                            "(torch.backends.cudnn.enabled is False)".format(where))
     if input.numel() == 0:  # nothing to compute; PyTorch handles the empty shapes
-        return _TORCH_CONV[input.ndim - 2](input, W, None, stride, pads, 1, num_groups)
+        return _TORCH_CONV[input.ndim - 2](input, W, b, stride, pads, 1, num_groups)
+    if b is not None and _runs_cudnn(input, W, b, stride, pads, num_groups):
+        nd = len(pads)
+        return torch.convolution(input, W, b, stride, pads, (1,) * nd, False, (0,) * nd,
+                                 num_groups)
     if input.ndim == 3:  # cuDNN has no 1D convolution: a height-1 2D one
         out = torch.cudnn_convolution(input.unsqueeze(2), W.unsqueeze(2), (0,) + pads,
-                                      (1,) + stride, (1, 1), num_groups, *_cudnn_flags())
-        return out.squeeze(2)
-    return torch.cudnn_convolution(input, W, pads, stride, (1,) * len(pads), num_groups,
-                                   *_cudnn_flags())
+                                      (1,) + stride, (1, 1), num_groups,
+                                      *_cudnn_flags()).squeeze(2)
+    else:
+        out = torch.cudnn_convolution(input, W, pads, stride, (1,) * len(pads), num_groups,
+                                      *_cudnn_flags())
+    return out if b is None else add_bias(out, b)
 
 
 def conv_nd(input, W, stride=1, pad=0, flip_filters=False, num_groups=1, algorithm="auto",
-            workspace_bytes=None, where="conv_nd"):
+            workspace_bytes=None, b=None, where="conv_nd"):
     """Convolution or cross-correlation of a batch with a filter bank.
 
     Parameters
@@ -121,6 +143,10 @@ def conv_nd(input, W, stride=1, pad=0, flip_filters=False, num_groups=1, algorit
         See the module documentation.
     workspace_bytes : int, optional
         Workspace cap of the 'gemm' algorithm.
+    b : torch.Tensor, optional
+        A bias added to the result in its dtype: tied ``(num_filters,)``
+        (computed inside the convolution operator where the algorithm
+        allows) or untied ``(num_filters, *out)``.
     where : str
         How error messages name the caller (a layer passes its own name).
 
@@ -147,11 +173,11 @@ def conv_nd(input, W, stride=1, pad=0, flip_filters=False, num_groups=1, algorit
         raise ValueError("{}: algorithm must be one of {}, got {!r}".format(
             where, ALGORITHMS, algorithm))
     return convolve(input, W, stride, pads, flip_filters, num_groups, algorithm,
-                    workspace_bytes, where)
+                    workspace_bytes, where, b)
 
 
 def convolve(input, W, stride, pads, flip_filters, num_groups, algorithm, workspace_bytes=None,
-             where="conv_nd"):
+             where="conv_nd", b=None):
     """:func:`conv_nd` on resolved arguments: ``stride`` and ``pads`` tuples of
     ints (one per spatial axis), ``algorithm`` one of :data:`ALGORITHMS`.
 
@@ -164,14 +190,21 @@ def convolve(input, W, stride, pads, flip_filters, num_groups, algorithm, worksp
     input, W = _autocast(input, W)
     if flip_filters:
         W = W.flip(tuple(range(2, W.ndim)))
+    tied = None
+    if b is not None and b.ndim == 1:
+        tied, b = (b if b.dtype == input.dtype else b.to(input.dtype)), None
     if algorithm == "gemm":
         if input.dtype != W.dtype:
             raise TypeError("{}: the input ({}) and the weights W ({}) must have the same dtype"
                             .format(where, input.dtype, W.dtype))
-        return conv_gemm(input, W, stride, pads, num_groups, workspace_bytes)
-    if algorithm == "cudnn" and input.is_cuda and not compiling:
-        return _conv_cudnn(where, input, W, stride, pads, num_groups)
-    return _TORCH_CONV[W.ndim - 2](input, W, None, stride, pads, 1, num_groups)
+        out = conv_gemm(input, W, stride, pads, num_groups, workspace_bytes)
+        if tied is not None:
+            out = add_bias(out, tied)
+    elif algorithm == "cudnn" and input.is_cuda and not compiling:
+        out = _conv_cudnn(where, input, W, tied, stride, pads, num_groups)
+    else:
+        out = _TORCH_CONV[W.ndim - 2](input, W, tied, stride, pads, 1, num_groups)
+    return out if b is None else add_bias(out, b)
 
 
 def add_bias(output, b):

@@ -460,14 +460,18 @@ def empty_in_layout(shape, cl, dtype, device):
 #   fwd_elems    outputs per program (forward)
 #   fwd_warps    warps per program (forward)
 #   fwd_rows     output rows per thread group, stride 1 / stride > 1 (forward)
-#   bwd_regs     budget of live float values per thread (backward)
+#   bwd_regs     budget of live float values per thread (average backward)
+#   max_bwd_per_thread   tile elements per thread of the max backward (on an H100
+#                4 ran the bfloat16 3x3 s2 backward 2.6x faster than the 8 the
+#                register budget gave, and 3x3 s1 faster than 2, in both dtypes:
+#                bench/results/pool_kernels-max-cl-sweep-20261122-131330.json)
 #   bwd_warps    warps per program (backward)
 #   bwd_rows     owner rows per group, stride 1 / stride > 1 (backward)
 #   max_block_b  widest tile column block
 CONFIG_OVERRIDE = {}
 
 _DEFAULTS = {"fwd_elems": 2048, "fwd_warps": 4, "fwd_rows": (8, 4), "bwd_regs": 160,
-             "bwd_warps": 4, "bwd_rows": (4, 2), "max_block_b": 128}
+             "max_bwd_per_thread": 4, "bwd_warps": 4, "bwd_rows": (4, 2), "max_block_b": 128}
 
 
 def _cfg(key):
@@ -607,7 +611,10 @@ def _backward_plan(input_shape, input_cl, g_shape, g_strides, c_strides, elem_si
     else:
         a_total, b_total = N * C * QD * QHG, QW
     warps = _cfg("bwd_warps")
-    per_thread = max(1, min(16 // elem_size, pow2_floor(_cfg("bwd_regs") // max(1, live(R)))))
+    if MODES[mode] == MAX:
+        per_thread = _cfg("max_bwd_per_thread")
+    else:
+        per_thread = max(1, min(16 // elem_size, pow2_floor(_cfg("bwd_regs") // max(1, live(R)))))
     block_a, block_b = _tiles(input_cl, C, QW, per_thread, elem_size, warps)
     grid = (cdiv(a_total, block_a), cdiv(b_total, block_b))
     args = (C, D, H, W, OD, OH, OW, QD, QHG, QW, a_total, b_total) + gs5 + ds5 + cs5
