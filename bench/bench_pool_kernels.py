@@ -293,8 +293,10 @@ def precompile(jobs, workers):
 SWEEP_POOL = [
     {}, {"fwd_elems": 1024}, {"fwd_elems": 4096, "fwd_warps": 8}, {"fwd_rows": (4, 2)},
     {"max_block_b": 64}, {"bwd_regs": 80}, {"bwd_regs": 320}, {"bwd_rows": (2, 1)},
-    {"bwd_warps": 8}, {"bwd_rows": (1, 1)}, {"max_bwd_per_thread": 2},
-    {"max_bwd_per_thread": 8},
+    {"bwd_warps": 8}, {"bwd_rows": (1, 1)}, {"bwd_rows": (8, 4)},
+    {"max_bwd_per_thread": 1}, {"max_bwd_per_thread": 4},
+    {"max_bwd_per_thread": 1, "bwd_rows": (2, 1)}, {"max_bwd_per_thread": 2, "bwd_rows": (2, 1)},
+    {"max_bwd_per_thread": 2, "bwd_warps": 8},
 ]
 SWEEP_SPP = [
     {}, {"tile": 1024}, {"tile": 4096, "warps": 8}, {"cl_block_p": 16}, {"cl_block_p": 64},

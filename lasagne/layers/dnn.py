@@ -32,9 +32,11 @@ class Conv2DDNNLayer(_BaseConvLayer):
     :class:`lasagne.layers.BaseConvLayer` for the shape arithmetic and every
     parameter), except that it defaults to ``flip_filters=False``
     (cross-correlation) and fixes ``algorithm='cudnn'``: on CUDA the
-    convolution and its gradients are computed by cuDNN, called explicitly,
-    and a missing or disabled cuDNN (``torch.backends.cudnn.enabled = False``)
-    raises ``RuntimeError`` naming the layer. On a CPU it computes the same
+    convolution and its gradients are computed by cuDNN and nothing else
+    (a tied bias rides in the same operator where PyTorch's backend
+    selection confirms cuDNN, see :mod:`lasagne.ops.conv`), and a missing
+    or disabled cuDNN (``torch.backends.cudnn.enabled = False``) raises
+    ``RuntimeError`` naming the layer. On a CPU it computes the same
     function with PyTorch's convolution.
 
     Parameters

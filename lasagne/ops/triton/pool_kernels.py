@@ -461,17 +461,21 @@ def empty_in_layout(shape, cl, dtype, device):
 #   fwd_warps    warps per program (forward)
 #   fwd_rows     output rows per thread group, stride 1 / stride > 1 (forward)
 #   bwd_regs     budget of live float values per thread (average backward)
-#   max_bwd_per_thread   tile elements per thread of the max backward (on an H100
-#                4 ran the bfloat16 3x3 s2 backward 2.6x faster than the 8 the
-#                register budget gave, and 3x3 s1 faster than 2, in both dtypes:
-#                bench/results/pool_kernels-max-cl-sweep-20261122-131330.json)
+#   max_bwd_per_thread   tile elements per thread of the max backward (each
+#                element gathers every window covering it: dy and a code per
+#                window, so few elements per thread keep the registers low;
+#                measured on an H100, 2 is fastest for most shapes:
+#                bench/results/pool_kernels-max-cl-sweep-*.json)
 #   bwd_warps    warps per program (backward)
-#   bwd_rows     owner rows per group, stride 1 / stride > 1 (backward)
+#   bwd_rows     owner rows per group, stride 1 / stride > 1 (average backward)
+#   max_bwd_rows the same for the max backward (8 rows ran the 3x3 s1 backward
+#                20% faster than 4 in both dtypes on an H100; stride 2 prefers 2)
 #   max_block_b  widest tile column block
 CONFIG_OVERRIDE = {}
 
 _DEFAULTS = {"fwd_elems": 2048, "fwd_warps": 4, "fwd_rows": (8, 4), "bwd_regs": 160,
-             "max_bwd_per_thread": 4, "bwd_warps": 4, "bwd_rows": (4, 2), "max_block_b": 128}
+             "max_bwd_per_thread": 2, "bwd_warps": 4, "bwd_rows": (4, 2),
+             "max_bwd_rows": (8, 2), "max_block_b": 128}
 
 
 def _cfg(key):
@@ -604,7 +608,8 @@ def _backward_plan(input_shape, input_cl, g_shape, g_strides, c_strides, elem_si
     def live(r):
         """Live values per group element: window gradients (and codes)."""
         return NW[0] * (r + NW[1] - 1) * NW[2] * (3 if MODES[mode] == MAX else 2)
-    R = _pick_rows(QH, _cfg("bwd_rows")[0 if S[1] == 1 else 1], live)
+    rows = _cfg("max_bwd_rows" if MODES[mode] == MAX else "bwd_rows")
+    R = _pick_rows(QH, rows[0 if S[1] == 1 else 1], live)
     QHG = cdiv(QH, R)
     if input_cl:
         a_total, b_total = N * QD * QHG * QW, C
