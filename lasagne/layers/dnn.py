@@ -270,7 +270,8 @@ class SpatialPyramidPoolingDNNLayer(_SpatialPyramidPoolingLayer):
     (see there for the bins of ``'fast'`` and ``'kaiming'``); like it, it
     gives exactly ``sum(n*n)`` features for every input size, also where the
     original dnn layer's bins failed (an axis shorter than ``n``, or sizes
-    such as 6, 7 or 11 for ``n=4``). The input is read once for all levels.
+    such as 6, 7 or 11 for ``n=4``). The input is read once for all levels
+    (on CUDA, a planar batch's max pooling sweeps a channels-last copy).
 
     Parameters
     ----------

@@ -17,7 +17,9 @@ bins, and sweeps the planes once in ``[BLOCK_P, HCH, WCH]`` chunks. Per
 chunk and level it reduces the columns of each bin column (``n`` reductions
 over the chunk), then the rows of each bin (``n*n`` reductions of those), and
 folds the results into the bins' accumulators (registers). Every input
-element is loaded once. Max propagates NaN (and returns +0.0 for a bin whose
+element is loaded once (a planar batch's max runs on a channels-last copy:
+one more read and write of the input, faster than the planar sweep, see
+:func:`spp_forward`). Max propagates NaN (and returns +0.0 for a bin whose
 maximum is a zero of either sign); means accumulate in float32. With
 ``CODES`` the max forward also writes each bin's first maximum as the flat
 index ``h*W + w`` (int32; NaN counts as the largest, ties go to the smaller
@@ -373,6 +375,14 @@ def spp_forward(x, dims, mode, implementation, codes=False):
     launch parameters of a shape are computed once (``_forward_plan``)."""
     if codes and mode != "max":
         raise ValueError("spp_forward: codes=True is for max pooling, got mode {!r}".format(mode))
+    if mode == "max" and x.shape[1] > 1 and x.stride(1) != 1:
+        # Planar max: sweep a channels-last copy. The planar sweep keeps every
+        # bin of BLOCK_P planes in registers (for [6, 3, 2, 1]: 255 registers
+        # per thread and a 392-byte spill with codes); the channels-last one
+        # is faster including the copy in every case measured on an H100
+        # (e.g. [6, 3, 2, 1] on 32x512x17x23 float32: 0.160 + ~0.02 ms vs
+        # 0.286 ms forward, and the codes forward ~1.2 ms planar).
+        x = x.contiguous(memory_format=torch.channels_last)
     y_shape, grid, args, meta = _forward_plan(
         tuple(x.shape), x.stride(), tuple(int(n) for n in dims), mode, implementation,
         bool(codes), config_key(CONFIG_OVERRIDE))
