@@ -42,7 +42,9 @@ ALGORITHMS = ("auto", "cudnn", "gemm")
 
 _TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _AUTOCAST_ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
-_CUDNN_BACKEND = torch._C._ConvBackend.Cudnn
+# PyTorch's own convolution backend selection (a private API: without it,
+# every cuDNN convolution takes the explicit path)
+_CUDNN_BACKEND = getattr(getattr(torch._C, "_ConvBackend", None), "Cudnn", None)
 
 
 def _autocast(input, W):
@@ -88,6 +90,8 @@ def _cudnn_flags():
 def _runs_cudnn(input, W, b, stride, pads, num_groups):
     """Whether ``aten.convolution`` on these arguments runs cuDNN (PyTorch's
     own backend selection, ~4 µs of host time)."""
+    if _CUDNN_BACKEND is None:
+        return False
     nd = len(pads)
     return torch._C._select_conv_backend(input, W, b, stride, pads, (1,) * nd, False,
                                          (0,) * nd, num_groups) == _CUDNN_BACKEND
