@@ -169,23 +169,25 @@ class BaseConvLayer(Layer):
         return (input_shape[0], self.num_filters) + out
 
     def get_output_for(self, input, **kwargs):
-        if self.b is None or not self.untie_biases:
-            # a tied bias is added inside the convolution operator (one
-            # operator forward and backward, as in torch.nn)
-            conved = convolve(input, self.W, self.stride, self._pads, self.flip_filters,
-                              self.num_groups, self.algorithm, where=self._where(), b=self.b)
-            return self.nonlinearity(conved)
-        conved = self.convolve(input, **kwargs)
-        if conved.shape[2:] != self.b.shape[1:] and not torch.compiler.is_compiling():
-            raise ValueError("{}: untie_biases=True fixes the output size to {}, the input {} "
-                             "gives {}".format(self._where(), tuple(self.b.shape[1:]),
-                                               tuple(input.shape), tuple(conved.shape[2:])))
-        return self.nonlinearity(add_bias(conved, self.b))
+        untied = self.untie_biases and self.b is not None
+        # a tied bias is added inside the convolution operator (one operator
+        # forward and backward, as in torch.nn), an untied one after it
+        conved = self._convolve(input, None if untied else self.b)
+        if untied:
+            if conved.shape[2:] != self.b.shape[1:] and not torch.compiler.is_compiling():
+                raise ValueError("{}: untie_biases=True fixes the output size to {}, the input {} "
+                                 "gives {}".format(self._where(), tuple(self.b.shape[1:]),
+                                                   tuple(input.shape), tuple(conved.shape[2:])))
+            conved = add_bias(conved, self.b)
+        return self.nonlinearity(conved)
 
     def convolve(self, input, **kwargs):
         """The convolution alone (no bias, no nonlinearity)."""
+        return self._convolve(input, None)
+
+    def _convolve(self, input, b):
         return convolve(input, self.W, self.stride, self._pads, self.flip_filters,
-                        self.num_groups, self.algorithm, where=self._where())
+                        self.num_groups, self.algorithm, where=self._where(), b=b)
 
 
 class Conv1DLayer(BaseConvLayer):

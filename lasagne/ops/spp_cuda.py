@@ -9,8 +9,9 @@ modes are the bin mean.
 
 * CUDA, float32 / float16 / bfloat16: one Triton kernel
   (:mod:`lasagne.ops.triton.spp_kernels`) reads each ``(n, c)`` plane once and
-  writes all levels' bins (planar max: from a channels-last copy, faster); the backward is one kernel as well, writing each
-  input gradient without atomics (bitwise reproducible). Max sends a bin's
+  writes all levels' bins (planar max: from a channels-last copy, faster);
+  the backward is one kernel as well, writing each input gradient without
+  atomics (bitwise reproducible). Max sends a bin's
   gradient to its first maximum in row-major order within the bin. When the
   gradient will be needed (grad mode on, input requiring grad), max runs as
   ``lasagne::spp_max_codes``: the forward also writes each bin's first

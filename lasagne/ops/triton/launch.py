@@ -1,8 +1,10 @@
 """Host-side arithmetic shared by the kernel launchers: grid sizes, tile
-sizes, index width and the strides of the tensors they allocate."""
+sizes, index width, layouts and the tensors they allocate."""
 
-__all__ = ["cdiv", "pow2", "pow2_floor", "layout", "needs_int64", "layout_strides",
-           "config_key"]
+import torch
+
+__all__ = ["cdiv", "pow2", "pow2_floor", "layout", "needs_int64", "is_channels_last",
+           "layout_strides", "empty_in_layout", "config_key"]
 
 _INT32_LIMIT = 2 ** 31 - 1
 
@@ -42,6 +44,12 @@ def needs_int64(*layouts):
     return False
 
 
+def is_channels_last(shape, strides):
+    """Whether an ``(N, C, *spatial)`` layout is channels-last: more than one
+    channel, channel stride 1."""
+    return shape[1] > 1 and strides[1] == 1
+
+
 def layout_strides(shape, channels_last):
     """Strides of a new ``(N, C, *spatial)`` tensor of ``shape``: channels
     innermost when ``channels_last``, contiguous otherwise."""
@@ -53,6 +61,15 @@ def layout_strides(shape, channels_last):
         strides[axis] = step
         step *= shape[axis]
     return tuple(strides)
+
+
+def empty_in_layout(shape, cl, dtype, device):
+    """An empty tensor of ``shape`` ``(N, C, *spatial)``: channels-last when
+    ``cl``, contiguous otherwise."""
+    if cl:
+        return torch.empty((shape[0],) + tuple(shape[2:]) + (shape[1],), dtype=dtype,
+                           device=device).movedim(-1, 1)
+    return torch.empty(shape, dtype=dtype, device=device)
 
 
 def config_key(overrides):

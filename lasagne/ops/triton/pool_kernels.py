@@ -64,7 +64,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import cdiv, config_key, layout_strides, needs_int64, pow2, pow2_floor
+from .launch import (cdiv, config_key, empty_in_layout, is_channels_last, layout_strides,
+                     needs_int64, pow2, pow2_floor)
 
 MAX, AVG_INC, AVG_EXC = 0, 1, 2
 MODES = {"max": MAX, "average_inc_pad": AVG_INC, "average_exc_pad": AVG_EXC}
@@ -443,16 +444,7 @@ def _as_3(v, nd, fill):
 
 def channels_last(x):
     """True when ``x`` is laid out channels-last (the channel stride is 1)."""
-    return x.shape[1] > 1 and x.stride(1) == 1
-
-
-def empty_in_layout(shape, cl, dtype, device):
-    """An empty tensor of ``shape`` ``(N, C, *spatial)``: channels-last when
-    ``cl``, contiguous otherwise."""
-    if cl:
-        return torch.empty((shape[0],) + tuple(shape[2:]) + (shape[1],), dtype=dtype,
-                           device=device).movedim(-1, 1)
-    return torch.empty(shape, dtype=dtype, device=device)
+    return is_channels_last(x.shape, x.stride())
 
 
 # Tile configuration. ``CONFIG_OVERRIDE`` (a dict updated by benchmarks) takes
@@ -533,7 +525,7 @@ def _forward_plan(x_shape, x_strides, elem_size, pool_size, stride, pad, out_siz
     for one input shape and layout: ``(y_shape, cl, grid, args, meta)``."""
     nd = len(x_shape) - 2
     N, C = x_shape[:2]
-    cl = C > 1 and x_strides[1] == 1
+    cl = is_channels_last(x_shape, x_strides)
     y_shape = (N, C) + tuple(out_size)
     y_strides = layout_strides(y_shape, cl)
     (_, _, D, H, W), xs5 = _strides_5d(x_shape, x_strides)

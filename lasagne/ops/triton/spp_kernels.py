@@ -45,7 +45,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import cdiv, config_key, layout_strides, needs_int64, pow2, pow2_floor
+from .launch import (cdiv, config_key, empty_in_layout, is_channels_last, layout_strides,
+                     needs_int64, pow2, pow2_floor)
 
 SPP_MAX, SPP_MEAN = 0, 1
 
@@ -358,7 +359,7 @@ def _forward_plan(x_shape, x_strides, dims, mode, implementation, codes, config)
     y_shape = (N, C, B)
     y_strides = (C * B, B, 1)
     fh, fw = _fast_masks(H, W, dims, implementation)
-    block_p, hch, wch = _fwd_chunk(H, W, C, C > 1 and x_strides[1] == 1)
+    block_p, hch, wch = _fwd_chunk(H, W, C, is_channels_last(x_shape, x_strides))
     args = (C, H, W, N * C, fh, fw) + tuple(x_strides) + y_strides
     meta = dict(DIMS=dims, OFFS=offs, MODE=0 if mode == "max" else 1, CODES=codes,
                 INT64=needs_int64((x_shape, x_strides), (y_shape, y_strides)),
@@ -375,7 +376,7 @@ def spp_forward(x, dims, mode, implementation, codes=False):
     launch parameters of a shape are computed once (``_forward_plan``)."""
     if codes and mode != "max":
         raise ValueError("spp_forward: codes=True is for max pooling, got mode {!r}".format(mode))
-    if mode == "max" and x.shape[1] > 1 and x.stride(1) != 1:
+    if mode == "max" and x.shape[1] > 1 and not is_channels_last(x.shape, x.stride()):
         # Planar max: sweep a channels-last copy. The planar sweep keeps every
         # bin of BLOCK_P planes in registers (for [6, 3, 2, 1]: 255 registers
         # per thread and a 392-byte spill with codes); the channels-last one
@@ -434,12 +435,7 @@ def spp_backward(grad_out, input_shape, input_cl, dims, mode, implementation, co
     ``spp_forward(..., codes=True)``; ``grad_out`` may have any strides."""
     if (codes is None) != (mode != "max"):
         raise ValueError("spp_backward: max pooling needs the forward's codes, averages none")
-    N, C, H, W = input_shape
-    if input_cl:
-        gx = torch.empty((N, H, W, C), dtype=grad_out.dtype,
-                         device=grad_out.device).permute(0, 3, 1, 2)
-    else:
-        gx = torch.empty((N, C, H, W), dtype=grad_out.dtype, device=grad_out.device)
+    gx = empty_in_layout(tuple(input_shape), input_cl, grad_out.dtype, grad_out.device)
     if gx.numel() == 0:
         return gx
     grid, args, meta = _backward_plan(
