@@ -171,7 +171,50 @@ def run(results):
     return results
 
 
-def main():
+PLANE_SIDES = (56, 64, 80, 96, 112, 128)
+
+
+def plane_sweep(results, sides=PLANE_SIDES, dtypes=(torch.float32, torch.float16)):
+    """cuDNN against our Triton kernels for planar batch norm without an
+    activation (the choice :func:`lasagne.ops.batchnorm.dnn_backend` makes
+    for float32/float16 NCHW), 128 x 64 x side x side, forward+backward of
+    the op with gamma and beta; appended to ``results['plane_sweep']``."""
+    copy_bps = results.setdefault("ceilings", {}).get("copy_bytes_per_s")
+    if copy_bps is None:
+        copy_bps, _ = copy_bandwidth()
+        results["ceilings"]["copy_bytes_per_s"] = copy_bps
+    print("\n{:34s} {:>16s} {:>16s} {:>8s}".format("planar batch norm fwd+bwd", "cudnn ms",
+                                                  "triton ms", "cudnn/triton"))
+    for dtype in dtypes:
+        for side in sides:
+            shape = (128, 64, side, side)
+            x = torch.randn(shape, device="cuda", dtype=dtype, requires_grad=True)
+            dy = torch.randn_like(x)
+            g = torch.ones(64, device="cuda", requires_grad=True)
+            b = torch.zeros(64, device="cuda", requires_grad=True)
+            entry = {"shape": shape, "dtype": _dtype_name(dtype), "backends": {},
+                     "floor_ms": 5 * x.numel() * x.element_size() / copy_bps * 1e3}
+            for backend in ("cudnn", "triton"):
+                def fn(x, backend=backend):
+                    return bn_ops.batch_norm_train(x, g, b, "auto", 1e-4, backend=backend)[0]
+                entry["backends"][backend] = _measure(fn, [g, b], x, dy, True)
+            results.setdefault("plane_sweep", []).append(entry)
+            t = {k: v["median_ms"] for k, v in entry["backends"].items()}
+            print("{:34s} {:9.3f} ({:4.2f}x) {:9.3f} ({:4.2f}x) {:8.2f}".format(
+                "x".join(map(str, shape)) + " " + _dtype_name(dtype),
+                t["cudnn"], t["cudnn"] / entry["floor_ms"], t["triton"],
+                t["triton"] / entry["floor_ms"], t["cudnn"] / t["triton"]), flush=True)
+            del x, dy
+            torch.cuda.empty_cache()
+    return results
+
+
+def main(argv=None):
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--planes", action="store_true",
+                        help="only the cuDNN vs Triton sweep over plane sizes (plane_sweep)")
+    args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("bench_batchnorm needs a CUDA GPU")
     results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
@@ -181,6 +224,10 @@ def main():
         results["triton"] = triton.__version__
     except ImportError:
         results["triton"] = None
+    if args.planes:
+        plane_sweep(results)
+        _write(results, "batchnorm-planes")
+        return
     run(results)
     print("\n{:70s} {:>9s} {:>9s} {:>8s} {:>8s} {:>8s}".format(
         "case", "ours ms", "torch ms", "speedup", "ours bw", "torch bw"))
@@ -188,11 +235,15 @@ def main():
         print("{:70s} {:9.3f} {:9.3f} {:8.2f} {:7.1f}% {:7.1f}%".format(
             r["case"][:70], r["ours_ms"], r["baseline_ms"], r["speedup"],
             100 * r["ours_fraction_of_copy_bw"], 100 * r["baseline_fraction_of_copy_bw"]))
+    _write(results, "batchnorm")
+
+
+def _write(results, prefix):
     out_dir = os.path.join(os.path.dirname(__file__), "results")
     os.makedirs(out_dir, exist_ok=True)
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", results["gpu"]).strip("-").lower()
-    path = os.path.join(out_dir, "batchnorm-{}-{}.json".format(
-        gpu, datetime.datetime.now().strftime("%Y-%m-%d-%H%M")))
+    path = os.path.join(out_dir, "{}-{}-{}.json".format(
+        prefix, gpu, datetime.datetime.now().strftime("%Y-%m-%d-%H%M")))
     with open(path, "w") as f:
         json.dump(results, f, indent=1, default=str)
     print("wrote", path)

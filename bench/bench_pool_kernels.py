@@ -296,7 +296,8 @@ SWEEP_POOL = [
     {"bwd_warps": 8}, {"bwd_rows": (1, 1)}, {"bwd_rows": (8, 4)},
     {"max_bwd_per_thread": 1}, {"max_bwd_per_thread": 4},
     {"max_bwd_per_thread": 1, "bwd_rows": (2, 1)}, {"max_bwd_per_thread": 2, "bwd_rows": (2, 1)},
-    {"max_bwd_per_thread": 2, "bwd_warps": 8},
+    {"max_bwd_per_thread": 2, "bwd_warps": 8}, {"max_bwd_per_thread": 8},
+    {"max_bwd_per_thread": 4, "max_bwd_rows": (4, 2)},
 ]
 SWEEP_SPP = [
     {}, {"tile": 1024}, {"tile": 4096, "warps": 8}, {"cl_block_p": 16}, {"cl_block_p": 64},

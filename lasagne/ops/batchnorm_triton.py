@@ -36,6 +36,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .triton.launch import KernelLaunch
+
 __all__ = ["forward", "backward"]
 
 _TILE = 4096            # elements one program loads per step
@@ -288,14 +290,30 @@ def _check(x3, *vectors):
             raise ValueError("per-channel tensors must be contiguous float32")
 
 
+@functools.lru_cache(maxsize=256)
+def _forward_plan(A, K, B, device, epsilon, has_gamma, has_beta, relu):
+    """``(split, stats, finalize, apply)``: the number of partial statistics
+    per channel and the three launches of :func:`forward` for one shape."""
+    (ba, bk, bb), k_blocks, split, per_prog, warps = _config(A, K, B, device)
+    tiles_b = -(-B // bb)
+    n_tiles = (-(-A // ba)) * tiles_b
+    sweep = (A, K, B, tiles_b, n_tiles, per_prog)
+    blocks = dict(BLOCK_A=ba, BLOCK_K=bk, BLOCK_B=bb, num_warps=warps)
+    return (split,
+            KernelLaunch(_stats_kernel, (k_blocks, split), sweep, blocks),
+            KernelLaunch(_stats_finalize_kernel, (-(-K // _FINAL_BLOCK),),
+                         (K, split, float(epsilon)), dict(BLOCK=_FINAL_BLOCK)),
+            KernelLaunch(_apply_kernel, (k_blocks, split), sweep,
+                         dict(blocks, HAS_GAMMA=has_gamma, HAS_BETA=has_beta, RELU=relu)))
+
+
 def forward(x3, gamma, beta, epsilon, relu):
     """``(y, mean, inv_std)`` of a contiguous ``(A, K, B)`` tensor; gamma and
     beta are float32 K-vectors or None."""
     _check(x3, gamma, beta)
     A, K, B = x3.shape
-    (ba, bk, bb), k_blocks, split, per_prog, warps = _config(A, K, B, x3.device)
-    tiles_b = -(-B // bb)
-    n_tiles = (-(-A // ba)) * tiles_b
+    split, stats, finalize, apply = _forward_plan(A, K, B, x3.device, float(epsilon),
+                                                  gamma is not None, beta is not None, bool(relu))
     f32 = dict(dtype=torch.float32, device=x3.device)
     part_mean = torch.empty((split, K), **f32)
     part_m2 = torch.empty((split, K), **f32)
@@ -303,21 +321,27 @@ def forward(x3, gamma, beta, epsilon, relu):
     mean = torch.empty(K, **f32)
     inv_std = torch.empty(K, **f32)
     y = torch.empty_like(x3)
-    _stats_kernel[(k_blocks, split)](x3, part_mean, part_m2, part_n, A, K, B, tiles_b, n_tiles,
-                                     per_prog, BLOCK_A=ba, BLOCK_K=bk, BLOCK_B=bb,
-                                     num_warps=warps)
-    _stats_finalize_kernel[(-(-K // _FINAL_BLOCK),)](part_mean, part_m2, part_n, mean, inv_std,
-                                                     K, split, float(epsilon),
-                                                     BLOCK=_FINAL_BLOCK)
-    dummy = mean
-    _apply_kernel[(k_blocks, split)](x3, y, mean, inv_std,
-                                     dummy if gamma is None else gamma,
-                                     dummy if beta is None else beta,
-                                     A, K, B, tiles_b, n_tiles, per_prog,
-                                     BLOCK_A=ba, BLOCK_K=bk, BLOCK_B=bb,
-                                     HAS_GAMMA=gamma is not None, HAS_BETA=beta is not None,
-                                     RELU=bool(relu), num_warps=warps)
+    stats(x3, part_mean, part_m2, part_n)
+    finalize(part_mean, part_m2, part_n, mean, inv_std)
+    apply(x3, y, mean, inv_std, mean if gamma is None else gamma, mean if beta is None else beta)
     return y, mean, inv_std
+
+
+@functools.lru_cache(maxsize=256)
+def _backward_plan(A, K, B, device, has_gamma, has_beta, relu):
+    """``(split, reduce, finalize, apply)``: the number of partial sums per
+    channel and the three launches of :func:`backward` for one shape."""
+    (ba, bk, bb), k_blocks, split, per_prog, warps = _config(A, K, B, device)
+    tiles_b = -(-B // bb)
+    n_tiles = (-(-A // ba)) * tiles_b
+    sweep = (A, K, B, tiles_b, n_tiles, per_prog)
+    meta = dict(BLOCK_A=ba, BLOCK_K=bk, BLOCK_B=bb, HAS_GAMMA=has_gamma, HAS_BETA=has_beta,
+                RELU=relu, num_warps=warps)
+    return (split,
+            KernelLaunch(_grad_reduce_kernel, (k_blocks, split), sweep, meta),
+            KernelLaunch(_grad_finalize_kernel, (-(-K // _FINAL_BLOCK),), (K, split),
+                         dict(BLOCK=_FINAL_BLOCK)),
+            KernelLaunch(_grad_apply_kernel, (k_blocks, split), (1.0 / (A * B),) + sweep, meta))
 
 
 def backward(dy3, x3, mean, inv_std, gamma, beta, relu):
@@ -326,9 +350,8 @@ def backward(dy3, x3, mean, inv_std, gamma, beta, relu):
     if dy3.shape != x3.shape or not dy3.is_contiguous():
         dy3 = dy3.contiguous().view(x3.shape)
     A, K, B = x3.shape
-    (ba, bk, bb), k_blocks, split, per_prog, warps = _config(A, K, B, x3.device)
-    tiles_b = -(-B // bb)
-    n_tiles = (-(-A // ba)) * tiles_b
+    split, reduce, finalize, apply = _backward_plan(A, K, B, x3.device, gamma is not None,
+                                                    beta is not None, bool(relu))
     f32 = dict(dtype=torch.float32, device=x3.device)
     part_g = torch.empty((split, K), **f32)
     part_gx = torch.empty((split, K), **f32)
@@ -337,14 +360,7 @@ def backward(dy3, x3, mean, inv_std, gamma, beta, relu):
     dx = torch.empty_like(x3)
     g_ptr = mean if gamma is None else gamma
     b_ptr = mean if beta is None else beta
-    flags = dict(HAS_GAMMA=gamma is not None, HAS_BETA=beta is not None, RELU=bool(relu))
-    blocks = dict(BLOCK_A=ba, BLOCK_K=bk, BLOCK_B=bb)
-    _grad_reduce_kernel[(k_blocks, split)](dy3, x3, mean, inv_std, g_ptr, b_ptr, part_g,
-                                           part_gx, A, K, B, tiles_b, n_tiles, per_prog,
-                                           num_warps=warps, **blocks, **flags)
-    _grad_finalize_kernel[(-(-K // _FINAL_BLOCK),)](part_g, part_gx, dbeta, dgamma, K, split,
-                                                    BLOCK=_FINAL_BLOCK)
-    _grad_apply_kernel[(k_blocks, split)](dy3, x3, dx, mean, inv_std, g_ptr, b_ptr, dbeta,
-                                          dgamma, 1.0 / (A * B), A, K, B, tiles_b, n_tiles,
-                                          per_prog, num_warps=warps, **blocks, **flags)
+    reduce(dy3, x3, mean, inv_std, g_ptr, b_ptr, part_g, part_gx)
+    finalize(part_g, part_gx, dbeta, dgamma)
+    apply(dy3, x3, dx, mean, inv_std, g_ptr, b_ptr, dbeta, dgamma)
     return dx, dgamma, dbeta

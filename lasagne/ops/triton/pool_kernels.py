@@ -64,8 +64,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import (cdiv, config_key, empty_in_layout, is_channels_last, layout_strides,
-                     needs_int64, pow2, pow2_floor)
+from .launch import (KernelLaunch, cdiv, config_key, empty_in_layout, is_channels_last,
+                     layout_strides, needs_int64, pow2, pow2_floor)
 
 MAX, AVG_INC, AVG_EXC = 0, 1, 2
 MODES = {"max": MAX, "average_inc_pad": AVG_INC, "average_exc_pad": AVG_EXC}
@@ -101,6 +101,19 @@ def _split(a, b, A_TOTAL, B_TOTAL, C, OD, OH, OW, CL: tl.constexpr):
         n = r // C
         w = bb
     return n, c, d, h, w
+
+
+@triton.jit
+def _in_tile(a, b, A_TOTAL, B_TOTAL, CL: tl.constexpr, EVEN_B: tl.constexpr):
+    """Store mask of the real elements of a ``[BLOCK_A, BLOCK_B]`` tile. When
+    the channel blocks tile the channels exactly (channels-last ``EVEN_B``)
+    it tests rows only (``[BLOCK_A, 1]``): a mask that varies along the
+    channels, against a channel count the kernel is not specialised on,
+    would keep the compiler from vectorising the stores."""
+    if CL and EVEN_B:
+        return (a < A_TOTAL)[:, None]
+    else:
+        return (a < A_TOTAL)[:, None] & (b < B_TOTAL)[None, :]
 
 
 @triton.jit
@@ -149,7 +162,7 @@ def pool_fwd_kernel(x_ptr, y_ptr, C, D, H, W, OD, OH, OW, OHG, A_TOTAL, B_TOTAL,
         pa = pa.to(tl.int64)
     a = pa * BLOCK_A + tl.arange(0, BLOCK_A)
     b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    valid = (a < A_TOTAL)[:, None] & (b < B_TOTAL)[None, :]
+    valid = _in_tile(a, b, A_TOTAL, B_TOTAL, CL, EVEN_B)
     n, c, od, ohg, ow = _split(a, b, A_TOTAL, B_TOTAL, C, OD, OHG, OW, CL)
     oh0 = ohg * R
     d0 = od * SD - PD
@@ -234,7 +247,7 @@ def pool_max_codes_kernel(x_ptr, y_ptr, c_ptr, C, D, H, W, OD, OH, OW, OHG, A_TO
         pa = pa.to(tl.int64)
     a = pa * BLOCK_A + tl.arange(0, BLOCK_A)
     b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    valid = (a < A_TOTAL)[:, None] & (b < B_TOTAL)[None, :]
+    valid = _in_tile(a, b, A_TOTAL, B_TOTAL, CL, EVEN_B)
     n, c, od, ohg, ow = _split(a, b, A_TOTAL, B_TOTAL, C, OD, OHG, OW, CL)
     oh0 = ohg * R
     d0 = od * SD - PD
@@ -337,7 +350,7 @@ def pool_bwd_kernel(gy_ptr, gx_ptr, c_ptr, C, D, H, W, OD, OH, OW, QD, QHG, QW,
         pa = pa.to(tl.int64)
     a = pa * BLOCK_A + tl.arange(0, BLOCK_A)
     b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
-    valid = (a < A_TOTAL)[:, None] & (b < B_TOTAL)[None, :]
+    valid = _in_tile(a, b, A_TOTAL, B_TOTAL, CL, EVEN_B)
     n, c, qd, qhg, qw = _split(a, b, A_TOTAL, B_TOTAL, C, QD, QHG, QW, CL)
     qh0 = qhg * R
     od0 = qd - (NWD - 1)
@@ -522,7 +535,7 @@ def forward_rows(out_h, k_h, s_h):
 def _forward_plan(x_shape, x_strides, elem_size, pool_size, stride, pad, out_size, mode, codes,
                   config):
     """Everything :func:`pool_forward` passes to its kernel but the tensors,
-    for one input shape and layout: ``(y_shape, cl, grid, args, meta)``."""
+    for one input shape and layout: ``(y_shape, cl, launch)``."""
     nd = len(x_shape) - 2
     N, C = x_shape[:2]
     cl = is_channels_last(x_shape, x_strides)
@@ -550,7 +563,8 @@ def _forward_plan(x_shape, x_strides, elem_size, pool_size, stride, pad, out_siz
                 BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
     if not codes:
         meta["MODE"] = MODES[mode]
-    return y_shape, cl, grid, args, meta
+    kernel = pool_max_codes_kernel if codes else pool_fwd_kernel
+    return y_shape, cl, KernelLaunch(kernel, grid, args, meta)
 
 
 def pool_forward(x, pool_size, stride, pad, out_size, mode, codes=False):
@@ -566,7 +580,7 @@ def pool_forward(x, pool_size, stride, pad, out_size, mode, codes=False):
     """
     if codes and mode != "max":
         raise ValueError("pool_forward: codes=True is for max pooling, got mode {!r}".format(mode))
-    y_shape, cl, grid, args, meta = _forward_plan(
+    y_shape, cl, launch = _forward_plan(
         tuple(x.shape), x.stride(), x.element_size(), tuple(pool_size), tuple(stride),
         tuple(pad), tuple(out_size), mode, bool(codes), config_key(CONFIG_OVERRIDE))
     y = empty_in_layout(y_shape, cl, x.dtype, x.device)
@@ -574,17 +588,17 @@ def pool_forward(x, pool_size, stride, pad, out_size, mode, codes=False):
     if y.numel() == 0:
         return (y, c) if codes else y
     if codes:
-        pool_max_codes_kernel[grid](x, y, c, *args, **meta)
+        launch(x, y, c)
         return y, c
-    pool_fwd_kernel[grid](x, y, *args, **meta)
+    launch(x, y)
     return y
 
 
 @functools.lru_cache(maxsize=1024)
 def _backward_plan(input_shape, input_cl, g_shape, g_strides, c_strides, elem_size, pool_size,
                    stride, pad, mode, config):
-    """Everything :func:`pool_backward` passes to its kernel but the tensors:
-    ``(grid, args, meta)``."""
+    """Everything :func:`pool_backward` passes to its kernel but the tensors,
+    as a :class:`~lasagne.ops.triton.launch.KernelLaunch`."""
     nd = len(input_shape) - 2
     N, C = input_shape[:2]
     d_strides = layout_strides(input_shape, input_cl)
@@ -621,7 +635,7 @@ def _backward_plan(input_shape, input_cl, g_shape, g_strides, c_strides, elem_si
                 INT64=needs_int64((g_shape, g_strides), (input_shape, d_strides),
                                    (g_shape, c_strides)),
                 R=R, BLOCK_A=block_a, BLOCK_B=block_b, num_warps=warps)
-    return grid, args, meta
+    return KernelLaunch(pool_bwd_kernel, grid, args, meta)
 
 
 def pool_backward(grad_out, input_shape, input_cl, pool_size, stride, pad, mode, codes=None):
@@ -638,9 +652,9 @@ def pool_backward(grad_out, input_shape, input_cl, pool_size, stride, pad, mode,
         return gx
     if codes is None:
         codes = grad_out   # not read (the kernel's code pointer is unused for averages)
-    grid, args, meta = _backward_plan(
+    launch = _backward_plan(
         input_shape, bool(input_cl), tuple(grad_out.shape), grad_out.stride(), codes.stride(),
         grad_out.element_size(), tuple(pool_size), tuple(stride), tuple(pad), mode,
         config_key(CONFIG_OVERRIDE))
-    pool_bwd_kernel[grid](grad_out, gx, codes, *args, **meta)
+    launch(grad_out, gx, codes)
     return gx

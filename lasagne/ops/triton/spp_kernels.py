@@ -45,8 +45,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import (cdiv, config_key, empty_in_layout, is_channels_last, layout_strides,
-                     needs_int64, pow2, pow2_floor)
+from .launch import (KernelLaunch, cdiv, config_key, empty_in_layout, is_channels_last,
+                     layout_strides, needs_int64, pow2, pow2_floor)
 
 SPP_MAX, SPP_MEAN = 0, 1
 
@@ -353,7 +353,7 @@ def _fwd_chunk(H, W, C, cl):
 @functools.lru_cache(maxsize=1024)
 def _forward_plan(x_shape, x_strides, dims, mode, implementation, codes, config):
     """Everything :func:`spp_forward` passes to its kernel but the tensors:
-    ``(y_shape, grid, args, meta)``."""
+    ``(y_shape, launch)``."""
     N, C, H, W = x_shape
     offs, B = _offsets(dims)
     y_shape = (N, C, B)
@@ -364,7 +364,7 @@ def _forward_plan(x_shape, x_strides, dims, mode, implementation, codes, config)
     meta = dict(DIMS=dims, OFFS=offs, MODE=0 if mode == "max" else 1, CODES=codes,
                 INT64=needs_int64((x_shape, x_strides), (y_shape, y_strides)),
                 BLOCK_P=block_p, HCH=hch, WCH=wch, num_warps=_cfg("warps"))
-    return y_shape, (cdiv(N * C, block_p),), args, meta
+    return y_shape, KernelLaunch(spp_fwd_kernel, (cdiv(N * C, block_p),), args, meta)
 
 
 def spp_forward(x, dims, mode, implementation, codes=False):
@@ -384,14 +384,14 @@ def spp_forward(x, dims, mode, implementation, codes=False):
         # (e.g. [6, 3, 2, 1] on 32x512x17x23 float32: 0.160 + ~0.02 ms vs
         # 0.286 ms forward, and the codes forward ~1.2 ms planar).
         x = x.contiguous(memory_format=torch.channels_last)
-    y_shape, grid, args, meta = _forward_plan(
+    y_shape, launch = _forward_plan(
         tuple(x.shape), x.stride(), tuple(int(n) for n in dims), mode, implementation,
         bool(codes), config_key(CONFIG_OVERRIDE))
     y = torch.empty(y_shape, dtype=x.dtype, device=x.device)
     c = torch.empty(y_shape, dtype=torch.int32, device=x.device) if codes else None
     if y.numel() == 0:
         return (y, c) if codes else y
-    spp_fwd_kernel[grid](x, y, c if codes else y, *args, **meta)
+    launch(x, y, c if codes else y)
     return (y, c) if codes else y
 
 
@@ -406,8 +406,9 @@ def _mean_chunk(W, dims, block_p):
 @functools.lru_cache(maxsize=1024)
 def _backward_plan(input_shape, input_cl, g_strides, c_strides, dims, mode, implementation,
                    config):
-    """Everything :func:`spp_backward` passes to its kernel but the tensors:
-    ``(grid, args, meta)``; max when ``c_strides`` is given."""
+    """Everything :func:`spp_backward` passes to its kernel but the tensors,
+    as a :class:`~lasagne.ops.triton.launch.KernelLaunch`; max when
+    ``c_strides`` is given."""
     N, C, H, W = input_shape
     offs, B = _offsets(dims)
     d_strides = layout_strides(input_shape, input_cl)
@@ -419,13 +420,12 @@ def _backward_plan(input_shape, input_cl, g_strides, c_strides, dims, mode, impl
         meta = dict(NBINS=B, WZ=min(pow2(W), _cfg("wmax")),
                     INT64=needs_int64(g_layout, ((N, C, B), c_strides), (input_shape, d_strides)),
                     BLOCK_P=block_p, num_warps=_cfg("bwd_warps"))
-    else:
-        fh, fw = _fast_masks(H, W, dims, implementation)
-        args = (C, H, W, N * C, fh, fw) + tuple(g_strides) + d_strides
-        meta = dict(DIMS=dims, OFFS=offs, INT64=needs_int64(g_layout, (input_shape, d_strides)),
-                    BLOCK_P=block_p, WCH=_mean_chunk(W, dims, block_p),
-                    num_warps=_cfg("bwd_warps"))
-    return grid, args, meta
+        return KernelLaunch(spp_bwd_max_kernel, grid, args, meta)
+    fh, fw = _fast_masks(H, W, dims, implementation)
+    args = (C, H, W, N * C, fh, fw) + tuple(g_strides) + d_strides
+    meta = dict(DIMS=dims, OFFS=offs, INT64=needs_int64(g_layout, (input_shape, d_strides)),
+                BLOCK_P=block_p, WCH=_mean_chunk(W, dims, block_p), num_warps=_cfg("bwd_warps"))
+    return KernelLaunch(spp_bwd_mean_kernel, grid, args, meta)
 
 
 def spp_backward(grad_out, input_shape, input_cl, dims, mode, implementation, codes=None):
@@ -438,12 +438,12 @@ def spp_backward(grad_out, input_shape, input_cl, dims, mode, implementation, co
     gx = empty_in_layout(tuple(input_shape), input_cl, grad_out.dtype, grad_out.device)
     if gx.numel() == 0:
         return gx
-    grid, args, meta = _backward_plan(
+    launch = _backward_plan(
         tuple(input_shape), bool(input_cl), grad_out.stride(),
         None if codes is None else codes.stride(), tuple(int(n) for n in dims), mode,
         implementation, config_key(CONFIG_OVERRIDE))
     if codes is not None:
-        spp_bwd_max_kernel[grid](codes, grad_out, gx, *args, **meta)
+        launch(codes, grad_out, gx)
     else:
-        spp_bwd_mean_kernel[grid](grad_out, gx, *args, **meta)
+        launch(grad_out, gx)
     return gx
