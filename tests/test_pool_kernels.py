@@ -452,6 +452,26 @@ def test_spp_many_chunks_interp(cl, mode, rng):
     np.testing.assert_allclose(gx.numpy(), gref, rtol=1e-5, atol=1e-5)
 
 
+@cpu_interp
+@pytest.mark.parametrize("cl", [False, True])
+@pytest.mark.parametrize("channels", [4, 6])
+def test_spp_max_backward_plane_blocks_interp(cl, channels, rng):
+    """Max backward with planes per program dividing the channel count
+    (each program one aligned channel run of one sample) and not (runs
+    crossing samples), over several programs."""
+    sk = spp_kernels()
+    x = layout(torch.from_numpy(rng.standard_normal((3, channels, 7, 6))).float(), cl)
+    sk.CONFIG_OVERRIDE.update(bwd_block_p=4)
+    try:
+        y = sk.spp_forward(x, (3, 1), "max", "fast")
+        gy = torch.from_numpy(rng.standard_normal(y.shape)).float()
+        gx = spp_kernel_grad(x, gy, (3, 1), "max", "fast")
+    finally:
+        sk.CONFIG_OVERRIDE.clear()
+    gref = ref_spp_grad(x.numpy(), gy.numpy(), (3, 1), "max", "fast")
+    np.testing.assert_allclose(gx.numpy(), gref, rtol=1e-6, atol=1e-6)
+
+
 # --- the custom ops (CPU reference path; and the kernels through the interpreter) -------------
 
 def pool_cuda():
