@@ -119,3 +119,29 @@ def test_missing_constexpr_keeps_the_jit(fake_api):
     run(x, x)
     run(x, x)
     assert [entry[0] for entry in log] == ["jit", "jit"]
+
+
+@pytest.mark.gpu
+def test_pool_kernel_launches_directly_on_cuda_at_any_alignment():
+    """On CUDA the real kernels take the direct path from their second
+    call, for an aligned input and for one 4 bytes off alignment, with the
+    same results as PyTorch's max pooling."""
+    pytest.importorskip("triton")
+    from lasagne.ops.triton import pool_kernels as pk
+    torch.manual_seed(0)
+    shape = (2, 32, 9, 10)
+    flat = torch.randn(2 * 32 * 9 * 10 + 1, device="cuda")
+    strides = (32 * 9 * 10, 1, 10 * 32, 32)         # channels-last
+    inputs = [flat.as_strided(shape, strides, 0), flat.as_strided(shape, strides, 1)]
+    plans = set()
+    for x in inputs:
+        expected = torch.nn.functional.max_pool2d(x, 3, 2, 1)
+        for _ in range(3):
+            y = pk.pool_forward(x, (3, 3), (2, 2), (1, 1), tuple(expected.shape[2:]), "max")
+            torch.testing.assert_close(y, expected, rtol=0, atol=0)
+        _, _, plan = pk._forward_plan(
+            tuple(x.shape), x.stride(), x.element_size(), (3, 3), (2, 2), (1, 1),
+            tuple(expected.shape[2:]), "max", False, pk.config_key(pk.CONFIG_OVERRIDE))
+        plans.add(id(plan))
+        assert plan._compiled and all(entry is not None for entry in plan._compiled.values())
+    assert len(plans) == 1 and len(plan._compiled) == 2     # one plan, two alignments

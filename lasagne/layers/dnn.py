@@ -349,19 +349,25 @@ class BatchNormDNNLayer(_BatchNormLayer):
 
     Notes
     -----
-    How it computes, on CUDA, with batch statistics (training):
+    How it computes, on CUDA, with batch statistics (training), by the
+    policy of :func:`lasagne.ops.batchnorm.dnn_backend` (each choice the
+    fastest measured on an H100; ``bench/NOTES.md``):
 
-    * float32, float16 (float32 parameters) and float64 input:
-      ``torch.cudnn_batch_norm``, called explicitly; spatial mode on the
-      tensor as it is (NCHW or channels_last), per-activation mode on a 2D
-      ``(N, features)`` view of it. For backward only the input and the
-      per-channel statistics are kept, never a normalized copy. A missing
-      or disabled cuDNN is a ``RuntimeError``.
-    * bfloat16 input: PyTorch's wrapper of cuDNN rejects bfloat16 input with
-      float32 parameters, and cuDNN batch norm is not reached by PyTorch for
-      bfloat16 at all, so our Triton kernels compute it (float32 statistics,
-      saving only the input and the statistics); without Triton installed,
-      PyTorch's own one-pass kernel does (same memory use).
+    * planar (NCHW) spatial batches with planes of at least 80x80 in
+      float32/float16, or of at least 56x56 in bfloat16: our Triton kernels
+      (float32 statistics; only the input and the statistics are kept for
+      backward, never a normalized copy);
+    * other float32, float16 (float32 parameters) and float64 spatial
+      batches: ``torch.cudnn_batch_norm``, called explicitly, on the tensor
+      as it is (NCHW or channels_last); it keeps the input, the statistics
+      and cuDNN's reserve space. A missing or disabled cuDNN is a
+      ``RuntimeError``;
+    * bfloat16 otherwise, and the per-activation mode: PyTorch's own
+      one-pass kernel (PyTorch's wrapper of cuDNN rejects bfloat16 input
+      with float32 parameters; per activation, cuDNN measured 3-9x slower).
+
+    Without Triton installed, the Triton cases go to cuDNN (float32/float16)
+    or to PyTorch's kernel (bfloat16).
     * With the moving averages (``deterministic=True``) the normalization is
       one elementwise pass, which needs no cuDNN.
 

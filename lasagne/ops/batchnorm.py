@@ -38,9 +38,10 @@ Backends of :func:`batch_norm_train`:
     are the ``lasagne::batch_norm_act`` custom op (CPU: a reference
     implementation of the same maths), so ``torch.compile`` traces them.
 ``'dnn'``
-    The policy of :class:`lasagne.layers.dnn.BatchNormDNNLayer`: on CUDA,
-    cuDNN where it takes the dtype, the Triton kernels for bfloat16 and for a
-    fused rectifier; on CPU ``'native'``.
+    The policy of :class:`lasagne.layers.dnn.BatchNormDNNLayer`
+    (:func:`dnn_backend`): on CUDA, the Triton kernels on planar batches
+    with large planes, cuDNN for other float32/float16 spatial batch norm,
+    ``'native'`` for the rest; on CPU ``'native'``.
 
 Mixed precision: float16/bfloat16 inputs take float32 ``gamma``/``beta``,
 compute in float32 and return float32 statistics; the output has the
@@ -289,25 +290,36 @@ def batch_norm_train_resolved(x, gamma, beta, axes, epsilon, activation, backend
 # 128x64x112x112 and 128x256x56x56 win, 256x1024x14x14 and every NHWC case
 # lose); everywhere else the dnn layer takes the faster measured backend.
 _TRITON_MIN_PLANE = 56 * 56
+# Without a fused rectifier, float32/float16 have cuDNN, whose planar kernel
+# runs at ~5x the bytes floor (fp32) for 64 channels at every plane size:
+# ours are faster from 80x80 planes on (1.6-2.8x fp32, 2.0-4.6x fp16), slower
+# at 56x56 and 64x64 (bench/results/batchnorm-planes-nvidia-h100-80gb-hbm3-
+# 2026-11-22-1431.json, `python -m bench.bench_batchnorm --planes`).
+_TRITON_MIN_PLANE_PLAIN = 80 * 80
 
 
 def dnn_backend(x, axes, activation=None):
     """The backend the dnn layer uses for ``x`` (see the module docs).
 
-    Chosen from measurements on an H100: cuDNN for float32/float16 spatial
-    batch norm; our Triton kernels for bfloat16, or with a fused rectifier,
-    on planar batches with planes of at least 56x56; PyTorch's own one-pass
-    kernel for bfloat16 otherwise (cuDNN does not take bfloat16 with float32
+    Chosen from measurements on an H100: our Triton kernels on planar
+    batches with planes of at least 56x56 for bfloat16 or with a fused
+    rectifier, and of at least 80x80 for float32/float16 without; cuDNN for
+    other float32/float16 spatial batch norm; PyTorch's own one-pass kernel
+    for bfloat16 otherwise (cuDNN does not take bfloat16 with float32
     statistics) and for the per-activation mode (where it measured 5-9x
     faster than cuDNN).
     """
     if not x.is_cuda:
         return "native"
     spatial = axes == spatial_axes(x.ndim) and x.ndim > 2
-    large_planar = spatial and x.is_contiguous() and _prod(x.shape[2:]) >= _TRITON_MIN_PLANE
-    if (large_planar and (x.dtype == torch.bfloat16 or activation == "relu")
-            and x.dtype != torch.float64 and triton_unavailable_reason(x) is None):
-        return "triton"
+    if (spatial and x.is_contiguous() and x.dtype != torch.float64
+            and triton_unavailable_reason(x) is None):
+        plane = _prod(x.shape[2:])
+        if x.dtype == torch.bfloat16 or activation == "relu":
+            if plane >= _TRITON_MIN_PLANE:
+                return "triton"
+        elif plane >= _TRITON_MIN_PLANE_PLAIN:
+            return "triton"
     if x.dtype == torch.bfloat16 or not spatial:
         return "native"
     return "cudnn"

@@ -315,9 +315,7 @@ def forward(x3, gamma, beta, epsilon, relu):
     split, stats, finalize, apply = _forward_plan(A, K, B, x3.device, float(epsilon),
                                                   gamma is not None, beta is not None, bool(relu))
     f32 = dict(dtype=torch.float32, device=x3.device)
-    part_mean = torch.empty((split, K), **f32)
-    part_m2 = torch.empty((split, K), **f32)
-    part_n = torch.empty((split, K), **f32)
+    part_mean, part_m2, part_n = torch.empty((3, split, K), **f32).unbind(0)
     mean = torch.empty(K, **f32)
     inv_std = torch.empty(K, **f32)
     y = torch.empty_like(x3)
@@ -353,8 +351,7 @@ def backward(dy3, x3, mean, inv_std, gamma, beta, relu):
     split, reduce, finalize, apply = _backward_plan(A, K, B, x3.device, gamma is not None,
                                                     beta is not None, bool(relu))
     f32 = dict(dtype=torch.float32, device=x3.device)
-    part_g = torch.empty((split, K), **f32)
-    part_gx = torch.empty((split, K), **f32)
+    part_g, part_gx = torch.empty((2, split, K), **f32).unbind(0)
     dbeta = torch.empty(K, **f32)
     dgamma = torch.empty(K, **f32)
     dx = torch.empty_like(x3)

@@ -92,7 +92,6 @@ def _direct_launch_api():
     try:
         from triton import knobs
         from triton.runtime.driver import driver
-        from triton.compiler.compiler import CompiledKernel
     except ImportError:
         return None
     runtime = knobs.runtime
@@ -100,8 +99,6 @@ def _direct_launch_api():
         return None
     if not all(hasattr(getattr(runtime, name, None), "calls")
                for name in ("launch_enter_hook", "launch_exit_hook")):
-        return None
-    if not all(hasattr(CompiledKernel, name) for name in ("run", "packed_metadata")):
         return None
     try:
         active = driver.active
@@ -177,7 +174,7 @@ class KernelLaunch:
         """``(compiled kernel, arguments after the tensors)``: the scalars,
         then every remaining parameter (constexprs, defaults) in the
         kernel's order, as ``JITFunction.run`` passes them."""
-        if compiled is None or not hasattr(compiled, "packed_metadata"):
+        if not all(hasattr(compiled, name) for name in ("run", "function", "packed_metadata")):
             return None
         params = list(self.kernel.signature.parameters.values())
         bound = len(self.scalars) + n_tensors
