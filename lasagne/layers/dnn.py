@@ -365,11 +365,11 @@ class BatchNormDNNLayer(_BatchNormLayer):
     * bfloat16 otherwise, and the per-activation mode: PyTorch's own
       one-pass kernel (PyTorch's wrapper of cuDNN rejects bfloat16 input
       with float32 parameters; per activation, cuDNN measured 3-9x slower).
+    * With the moving averages (``deterministic=True``) the normalization is
+      one elementwise pass, which needs no cuDNN.
 
     Without Triton installed, the Triton cases go to cuDNN (float32/float16)
     or to PyTorch's kernel (bfloat16).
-    * With the moving averages (``deterministic=True``) the normalization is
-      one elementwise pass, which needs no cuDNN.
 
     On CPU the layer computes the same function with PyTorch's kernels.
 

@@ -466,11 +466,19 @@ def channels_last(x):
 #   fwd_warps    warps per program (forward)
 #   fwd_rows     output rows per thread group, stride 1 / stride > 1 (forward)
 #   bwd_regs     budget of live float values per thread (average backward)
-#   max_bwd_per_thread   tile elements per thread of the max backward (each
-#                element gathers every window covering it: dy and a code per
-#                window, so few elements per thread keep the registers low;
-#                measured on an H100, 2 is fastest for most shapes:
-#                bench/results/pool_kernels-max-cl-sweep-*.json)
+#   max_bwd_per_thread   tile elements per thread of the max backward:
+#                ((16-bit dtypes: stride 1, stride > 1), (wider: stride 1,
+#                stride > 1)) along h; an int overrides all four. Each
+#                element gathers every window covering it (dy and a code per
+#                window), so few elements per thread keep the registers low;
+#                but 16-bit gradients need 8 to fill 16-byte vectors. On an
+#                H100 with vectorized stores (session 6 sweep,
+#                bench/results/pool_kernels-max-cl-sweep-vector-stores-*.log):
+#                bfloat16 128x256x56x56 backward 0.133 -> 0.106 ms (3x3 s2)
+#                and 0.157 -> 0.105 ms (2x2 s2) with 8; at stride 1 (8 rows,
+#                90 live values per element) 4 is fastest (8 spills);
+#                float32 flat from 2 to 8 at stride 2, slower above 2 at
+#                stride 1
 #   bwd_warps    warps per program (backward)
 #   bwd_rows     owner rows per group, stride 1 / stride > 1 (average backward)
 #   max_bwd_rows the same for the max backward (8 rows ran the 3x3 s1 backward
@@ -479,7 +487,7 @@ def channels_last(x):
 CONFIG_OVERRIDE = {}
 
 _DEFAULTS = {"fwd_elems": 2048, "fwd_warps": 4, "fwd_rows": (8, 4), "bwd_regs": 160,
-             "max_bwd_per_thread": 2, "bwd_warps": 4, "bwd_rows": (4, 2),
+             "max_bwd_per_thread": ((4, 8), (2, 2)), "bwd_warps": 4, "bwd_rows": (4, 2),
              "max_bwd_rows": (8, 2), "max_block_b": 128}
 
 
@@ -624,6 +632,8 @@ def _backward_plan(input_shape, input_cl, g_shape, g_strides, c_strides, elem_si
     warps = _cfg("bwd_warps")
     if MODES[mode] == MAX:
         per_thread = _cfg("max_bwd_per_thread")
+        if not isinstance(per_thread, int):
+            per_thread = per_thread[0 if elem_size <= 2 else 1][0 if S[1] == 1 else 1]
     else:
         per_thread = max(1, min(16 // elem_size, pow2_floor(_cfg("bwd_regs") // max(1, live(R)))))
     block_a, block_b = _tiles(input_cl, C, QW, per_thread, elem_size, warps)
