@@ -104,7 +104,9 @@ def _direct_launch_api():
         active = driver.active
     except RuntimeError:   # no GPU driver
         return None
-    return (active.get_current_device, active.get_current_stream,
+    # the device Triton's own launch path asks for, without its Python wrapper
+    current_device = getattr(torch._C, "_cuda_getDevice", active.get_current_device)
+    return (current_device, active.get_current_stream,
             lambda: not (runtime.launch_enter_hook.calls or runtime.launch_exit_hook.calls))
 
 
