@@ -359,7 +359,8 @@ def _train_native(x, gamma, beta, axes, epsilon):
 
 
 def _train_cudnn(x, gamma, beta, axes, epsilon):
-    reason = None if torch.compiler.is_compiling() else cudnn_unavailable_reason(x)
+    compiling = torch.compiler.is_compiling()
+    reason = None if compiling else cudnn_unavailable_reason(x)
     if reason is not None:
         raise RuntimeError("cuDNN batch norm cannot run: " + reason)
     if x.dtype not in (torch.float32, torch.float16, torch.float64):
@@ -368,12 +369,15 @@ def _train_cudnn(x, gamma, beta, axes, epsilon):
     if x.numel() >= _CUDNN_MAX_NUMEL or x.shape[0] > _CUDNN_MAX_BATCH_TRAIN:
         return _train_native(x, gamma, beta, axes, epsilon)
     sdt = _stat_dtype(x)
+    # the same ATen op; Dynamo traces the op overload, and in some PyTorch
+    # versions (2.11) refuses the torch.* binding as a skipped builtin
+    cudnn_batch_norm = torch.ops.aten.cudnn_batch_norm if compiling else torch.cudnn_batch_norm
     spatial = axes == spatial_axes(x.ndim)
     if spatial and x.ndim > 2:
         xin = x if _dense_for_cudnn(x) else x.contiguous()
         g, b = _params_in(gamma, beta, sdt, x.shape[1], x.device, True)
-        y, mean, inv_std, _ = torch.cudnn_batch_norm(xin, g.contiguous(), b.contiguous(), None,
-                                                     None, True, 0.0, epsilon)
+        y, mean, inv_std, _ = cudnn_batch_norm(xin, g.contiguous(), b.contiguous(), None,
+                                               None, True, 0.0, epsilon)
         return y, mean, inv_std
     view = _Blocked(x, axes)
     A, K, B = view.x3.shape
@@ -381,8 +385,8 @@ def _train_cudnn(x, gamma, beta, axes, epsilon):
         raise ValueError("the cuDNN backend normalizes over all axes but 1 (spatial) or over "
                          "the leading axes (per-activation), got axes={}".format(axes))
     g, b = _params_in(view.flat_param(gamma), view.flat_param(beta), sdt, K, x.device, True)
-    y, mean, inv_std, _ = torch.cudnn_batch_norm(view.x3.view(A, K), g.contiguous(),
-                                                 b.contiguous(), None, None, True, 0.0, epsilon)
+    y, mean, inv_std, _ = cudnn_batch_norm(view.x3.view(A, K), g.contiguous(), b.contiguous(),
+                                           None, None, True, 0.0, epsilon)
     return view.restore(y.view(A, K, B)), view.unflat(mean), view.unflat(inv_std)
 
 
