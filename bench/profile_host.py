@@ -11,6 +11,10 @@ Each Triton case is measured twice: with :data:`lasagne.ops.triton.launch.DIRECT
 ``JITFunction.run``), beside plain PyTorch's call for the same work and the
 bare pieces of any autograd call (allocation, a Python ``autograd.Function``
 forward+backward), so that the time above PyTorch's can be attributed.
+With ``--autograd-threads`` every forward+backward is also measured with
+autograd's device threads switched off (``set_multithreading_enabled``), which
+runs the backward on the calling thread: the difference is what handing a
+Python backward to autograd's CUDA thread costs.
 """
 
 import argparse
@@ -117,25 +121,36 @@ def cases():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="write the measurements here")
+    parser.add_argument("--autograd-threads", action="store_true",
+                        help="also time each forward+backward with autograd's device threads off")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("profile_host needs a CUDA GPU")
     results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cases": {}}
-    print("{:52s} {:44s} {:>9s} {:>17s}".format("case", "variant", "host us", "min-max"))
+    print("{:52s} {:56s} {:>9s} {:>17s}".format("case", "variant", "host us", "min-max"))
     for case, variants in cases().items():
         entry = results["cases"].setdefault(case, {})
         for name, fn in variants.items():
             modes = [True, False] if name.startswith("ours") else [None]
+            threads = [True, False] if args.autograd_threads and "bwd" in name else [True]
             for direct in modes:
-                label = name if direct is None else "{} [{}]".format(
-                    name, "direct launch" if direct else "JITFunction.run")
-                if direct is not None:
-                    launch.DIRECT = direct
-                t = host_us(fn)
-                launch.DIRECT = True
-                entry[label] = t
-                print("{:52s} {:44s} {:9.1f} {:8.1f}-{:8.1f}".format(
-                    case[:52], label[:44], t["median_us"], t["min_us"], t["max_us"]), flush=True)
+                for threaded in threads:
+                    label = name if direct is None else "{} [{}]".format(
+                        name, "direct launch" if direct else "JITFunction.run")
+                    if not threaded:
+                        label += " [autograd threads off]"
+                    if direct is not None:
+                        launch.DIRECT = direct
+                    torch.autograd.set_multithreading_enabled(threaded)
+                    try:
+                        t = host_us(fn)
+                    finally:
+                        launch.DIRECT = True
+                        torch.autograd.set_multithreading_enabled(True)
+                    entry[label] = t
+                    print("{:52s} {:56s} {:9.1f} {:8.1f}-{:8.1f}".format(
+                        case[:52], label[:56], t["median_us"], t["min_us"], t["max_us"]),
+                        flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
