@@ -30,27 +30,19 @@ CPU tensors in Triton's interpreter, which is how the CPU tests check them.
 """
 
 import functools
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-from .triton.launch import KernelLaunch
+from .triton import interpreting
+from .triton.launch import KernelLaunch, pow2
 
 __all__ = ["forward", "backward"]
 
 _TILE = 4096            # elements one program loads per step
 _PROGRAMS_PER_SM = 8    # target grid size for the reduction kernels
 _FINAL_BLOCK = 128
-
-
-def _next_pow2(n):
-    return 1 << max(0, int(n) - 1).bit_length()
-
-
-def _interpreting():
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @functools.lru_cache(maxsize=None)
@@ -63,19 +55,19 @@ def _config(A, K, B, device):
     range per channel block, and warps."""
     if B == 1:
         # channels contiguous: a tile is BLOCK_A rows of BLOCK_K channels
-        bk, bb = min(_next_pow2(K), 256), 1
+        bk, bb = min(pow2(K), 256), 1
     elif B < 64:
         # short planes: a tile spans whole planes of several channels
-        bb = _next_pow2(B)
-        bk = min(_next_pow2(K), max(1, 512 // bb))
+        bb = pow2(B)
+        bk = min(pow2(K), max(1, 512 // bb))
     else:
         # long planes, one channel per tile: the block length wasting least
         bk = 1
         bb = min((1024, 512, 256, 128, 64), key=lambda c: (-(-B // c) * c, -c))
-    ba = max(1, min(_next_pow2(A), _TILE // (bk * bb)))
+    ba = max(1, min(pow2(A), _TILE // (bk * bb)))
     k_blocks = -(-K // bk)
     n_tiles = (-(-A // ba)) * (-(-B // bb))
-    if device.type == "cuda" and not _interpreting():
+    if device.type == "cuda" and not interpreting():
         target = _PROGRAMS_PER_SM * _sm_count(device.index if device.index is not None
                                               else torch.cuda.current_device())
     else:
