@@ -282,15 +282,22 @@ def _check(x3, *vectors):
             raise ValueError("per-channel tensors must be contiguous float32")
 
 
+def _tiling(A, K, B, device):
+    """``(blocks, k_blocks, split, sweep)`` shared by the forward and backward
+    plans: the block sizes and warps (launch keywords), the grid
+    ``(k_blocks, split)`` of the sweeping kernels and their scalar
+    arguments ``(A, K, B, tiles_b, n_tiles, per_prog)``."""
+    (ba, bk, bb), k_blocks, split, per_prog, warps = _config(A, K, B, device)
+    tiles_b = -(-B // bb)
+    sweep = (A, K, B, tiles_b, (-(-A // ba)) * tiles_b, per_prog)
+    return dict(BLOCK_A=ba, BLOCK_K=bk, BLOCK_B=bb, num_warps=warps), k_blocks, split, sweep
+
+
 @functools.lru_cache(maxsize=256)
 def _forward_plan(A, K, B, device, epsilon, has_gamma, has_beta, relu):
     """``(split, stats, finalize, apply)``: the number of partial statistics
     per channel and the three launches of :func:`forward` for one shape."""
-    (ba, bk, bb), k_blocks, split, per_prog, warps = _config(A, K, B, device)
-    tiles_b = -(-B // bb)
-    n_tiles = (-(-A // ba)) * tiles_b
-    sweep = (A, K, B, tiles_b, n_tiles, per_prog)
-    blocks = dict(BLOCK_A=ba, BLOCK_K=bk, BLOCK_B=bb, num_warps=warps)
+    blocks, k_blocks, split, sweep = _tiling(A, K, B, device)
     return (split,
             KernelLaunch(_stats_kernel, (k_blocks, split), sweep, blocks),
             KernelLaunch(_stats_finalize_kernel, (-(-K // _FINAL_BLOCK),),
@@ -321,12 +328,8 @@ def forward(x3, gamma, beta, epsilon, relu):
 def _backward_plan(A, K, B, device, has_gamma, has_beta, relu):
     """``(split, reduce, finalize, apply)``: the number of partial sums per
     channel and the three launches of :func:`backward` for one shape."""
-    (ba, bk, bb), k_blocks, split, per_prog, warps = _config(A, K, B, device)
-    tiles_b = -(-B // bb)
-    n_tiles = (-(-A // ba)) * tiles_b
-    sweep = (A, K, B, tiles_b, n_tiles, per_prog)
-    meta = dict(BLOCK_A=ba, BLOCK_K=bk, BLOCK_B=bb, HAS_GAMMA=has_gamma, HAS_BETA=has_beta,
-                RELU=relu, num_warps=warps)
+    blocks, k_blocks, split, sweep = _tiling(A, K, B, device)
+    meta = dict(blocks, HAS_GAMMA=has_gamma, HAS_BETA=has_beta, RELU=relu)
     return (split,
             KernelLaunch(_grad_reduce_kernel, (k_blocks, split), sweep, meta),
             KernelLaunch(_grad_finalize_kernel, (-(-K // _FINAL_BLOCK),), (K, split),

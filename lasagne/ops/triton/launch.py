@@ -111,6 +111,7 @@ def _direct_launch_api():
 
 
 _API = []
+_UNSEEN = object()
 
 
 def _api():
@@ -161,10 +162,10 @@ class KernelLaunch:
         current_device, current_stream, hooks_idle = api
         device = current_device()
         key = (device,) + tuple([(t.dtype, t.data_ptr() % 16 == 0) for t in tensors])
-        entry = self._compiled.get(key)
-        if entry is None or not hooks_idle():
+        entry = self._compiled.get(key, _UNSEEN)
+        if entry is _UNSEEN or entry is None or not hooks_idle():
             compiled = self.kernel[self.grid](*tensors, *self.scalars, **self.meta)
-            if entry is None:
+            if entry is _UNSEEN:   # None from here on: no direct path for this key
                 self._compiled[key] = self._direct_entry(compiled, len(tensors))
             return
         compiled, rest = entry
