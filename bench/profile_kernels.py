@@ -1,0 +1,134 @@
+"""Run one kernel case inside a CUDA profiler range, for Nsight Compute.
+
+Each case runs its calls once to compile and warm up, then once more between
+``torch.cuda.profiler.start()`` and ``stop()``, so that
+
+    ncu --profile-from-start off --clock-control none \\
+        --section SpeedOfLight --section MemoryWorkloadAnalysis \\
+        --section Occupancy --section WarpStateStats --csv --page details \\
+        python -m bench.profile_kernels CASE
+
+reads the hardware counters of exactly those kernels (ours and PyTorch's
+for the same work, in that order). ``python -m bench.profile_kernels --list``
+prints the cases. The cases are the rows whose gap to the floor or to cuDNN
+the performance tables leave open; ``bench/NOTES.md`` records what the
+counters said.
+"""
+
+import argparse
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from lasagne.ops import batchnorm as bn_ops
+from lasagne.ops import pool_cuda
+
+DEVICE = "cuda"
+
+
+def _cl(t):
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def _max_pool_case(shape, k, s, p, backward):
+    """Our channels-last bf16 max pooling (forward, or the codes backward)
+    and PyTorch's."""
+    x = _cl(torch.randn(shape, device=DEVICE, dtype=torch.bfloat16))
+    k, s, p = list(k), list(s), list(p)
+    if not backward:
+        return [lambda: pool_cuda.pool(x, k, s, p, "max"),
+                lambda: F.max_pool2d(x, k, s, p)]
+    y, codes = torch.ops.lasagne.max_pool_codes(x, k, s, p, True)
+    gy = torch.randn_like(y)
+    xt = x.detach().requires_grad_()
+    yt, idx = F.max_pool2d(xt, k, s, p, return_indices=True)
+    return [lambda: torch.ops.lasagne.max_pool_codes_backward(gy, codes, list(x.shape), True,
+                                                              k, s, p),
+            lambda: torch.ops.aten.max_pool2d_with_indices_backward(gy, xt, k, s, p, [1, 1],
+                                                                    False, idx)]
+
+
+def _conv_case(kind, batch, cin, cout, size, dtype):
+    """Our implicit-GEMM kernel for one pass of a 3x3 pad-1 convolution on
+    channels-last input, and cuDNN's pass."""
+    from lasagne.ops.triton import conv_kernels as ck
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    x = _cl(torch.randn((batch, cin) + size, device=DEVICE, dtype=dtype, generator=g))
+    w = (torch.randn((cout, cin, 3, 3), device=DEVICE, generator=g) / (9 * cin) ** 0.5).to(dtype)
+    gy = _cl(torch.randn((batch, cout) + size, device=DEVICE, dtype=dtype, generator=g))
+    st, pd = (1, 1), (1, 1)
+    if kind == "fwd":
+        return [lambda: ck.conv_forward(x, w, st, pd, 1),
+                lambda: F.conv2d(x, w, None, st, pd)]
+    mask = [kind == "dgrad", kind == "wgrad", False]
+    ours = {"dgrad": lambda: ck.conv_dgrad(gy, w, x.shape, st, pd, 1, channels_last=True),
+            "wgrad": lambda: ck.conv_wgrad(x, gy, w.shape, st, pd, 1)}[kind]
+    return [ours, lambda: torch.ops.aten.convolution_backward(
+        gy, x, w, None, list(st), list(pd), [1, 1], False, [0, 0], 1, mask)]
+
+
+def _bn_case(shape, dtype):
+    """Our fused batch norm + rectifier forward and backward kernels."""
+    from lasagne.ops import batchnorm_triton
+    x = torch.randn(shape, device=DEVICE, dtype=dtype)
+    C = shape[1]
+    x3 = x.view(shape[0], C, -1)
+    g = torch.rand(C, device=DEVICE) + 0.5
+    b = torch.randn(C, device=DEVICE)
+    dy3 = torch.randn_like(x3)
+    _, mean, inv_std = batchnorm_triton.forward(x3, g, b, 1e-4, True)
+    return [lambda: batchnorm_triton.forward(x3, g, b, 1e-4, True),
+            lambda: batchnorm_triton.backward(dy3, x3, mean, inv_std, g, b, True),
+            lambda: bn_ops.batch_norm_train(x, g, b, backend="native")]
+
+
+CASES = {
+    # max pooling, bf16 channels-last: the rows above 1.2x the floor, and one
+    # at ~1.1x for comparison
+    "max3s2p1-64x64x112-bf16-cl-fwd": lambda: _max_pool_case(
+        (64, 64, 112, 112), (3, 3), (2, 2), (1, 1), False),
+    "max3s2p1-128x256x56-bf16-cl-fwd": lambda: _max_pool_case(
+        (128, 256, 56, 56), (3, 3), (2, 2), (1, 1), False),
+    "max3s1p1-128x256x28-bf16-cl-fwd": lambda: _max_pool_case(
+        (128, 256, 28, 28), (3, 3), (1, 1), (1, 1), False),
+    "max3s1p1-128x256x28-bf16-cl-bwd": lambda: _max_pool_case(
+        (128, 256, 28, 28), (3, 3), (1, 1), (1, 1), True),
+    # the implicit-GEMM convolution against cuDNN
+    "conv-vgg16-conv3-bf16-cl-fwd": lambda: _conv_case(
+        "fwd", 64, 256, 256, (56, 56), torch.bfloat16),
+    "conv-resnet50-3x3-bf16-cl-wgrad": lambda: _conv_case(
+        "wgrad", 128, 64, 64, (56, 56), torch.bfloat16),
+    "conv-resnet50-3x3-fp32-cl-wgrad": lambda: _conv_case(
+        "wgrad", 128, 64, 64, (56, 56), torch.float32),
+    # batch norm + rectifier kernels, bf16 planar
+    "bn-relu-128x64x112-bf16": lambda: _bn_case((128, 64, 112, 112), torch.bfloat16),
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("case", nargs="?", choices=sorted(CASES))
+    parser.add_argument("--list", action="store_true", help="print the case names")
+    args = parser.parse_args(argv)
+    if args.list or args.case is None:
+        print("\n".join(CASES))
+        return
+    if not torch.cuda.is_available():
+        raise SystemExit("profile_kernels needs a CUDA GPU")
+    torch.backends.cudnn.benchmark = True
+    calls = CASES[args.case]()
+    for _ in range(3):
+        for fn in calls:
+            fn()
+    torch.cuda.synchronize()
+    torch.cuda.profiler.start()
+    for fn in calls:
+        fn()
+    torch.cuda.synchronize()
+    torch.cuda.profiler.stop()
+    print("profiled", args.case, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
