@@ -100,7 +100,7 @@ def interleaved(steps, rounds=4, repeat=5, warmup=5):
     for r in range(rounds):
         for name in (names if r % 2 == 0 else names[::-1]):
             times[name] += time_cuda(steps[name], warmup=1, repeat=repeat,
-                                     flush=False)["times_ms"]
+                                     flush=False, hide_host=False)["times_ms"]
             # host time: the same steps enqueued without waiting for the GPU
             torch.cuda.synchronize()
             t0 = time.perf_counter()

@@ -3,10 +3,14 @@
 All times come from CUDA events around the measured region, after warm-up,
 as the median of many repeats with the 10th and 90th percentiles as spread.
 Between repeats the L2 cache is flushed by writing a buffer larger than it,
-so that each repeat reads its inputs from device memory.
+so that each repeat reads its inputs from device memory. Layer and kernel
+timings measure the device (a spin kernel queued ahead of each call hides
+the host's launch time, which ``host_ms`` and ``bench.profile_host`` report);
+whole training steps measure the wall clock of the stream, host included.
 """
 
 import statistics
+import time
 
 import torch
 
@@ -22,7 +26,7 @@ def flush_l2():
     _flush_buffer.zero_()
 
 
-def time_cuda(fn, warmup=5, repeat=30, flush=True):
+def time_cuda(fn, warmup=5, repeat=30, flush=True, hide_host=True):
     """Time ``fn()`` on the current CUDA stream.
 
     Parameters
@@ -35,26 +39,73 @@ def time_cuda(fn, warmup=5, repeat=30, flush=True):
         Timed calls.
     flush : bool
         Flush the L2 cache before every timed call.
+    hide_host : bool
+        Measure the device's time only: before every timed call the stream
+        gets a spin kernel (``torch.cuda._sleep``) lasting about twice the
+        host time of one call, so that ``fn``'s kernels are all queued when
+        the start event fires and the device never waits for the host. A
+        call whose host time exceeds its device time is then timed by its
+        kernels, not by its Python (``host_ms`` reports that time; whole
+        training steps, where host time is the point, pass False).
 
     Returns
     -------
     dict
-        ``median_ms``, ``p10_ms``, ``p90_ms``, ``repeat`` and ``times_ms``
-        (every timed call, sorted).
+        ``median_ms``, ``p10_ms``, ``p90_ms``, ``repeat``, ``times_ms``
+        (every timed call, sorted) and ``host_ms`` (median host time of one
+        call: from entering ``fn`` to its return, kernels only enqueued).
     """
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
+    spin = _spin_cycles(fn) if hide_host else 0
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
+    host = []
     for i in range(repeat):
         if flush:
             flush_l2()
+        if spin:
+            torch.cuda._sleep(spin)
         starts[i].record()
+        t0 = time.perf_counter()
         fn()
+        host.append(time.perf_counter() - t0)
         ends[i].record()
+        if spin:
+            # the queue holds at most one call ahead: the next spin starts
+            # after this call's kernels, never piles up behind a slow host
+            ends[i].synchronize()
     torch.cuda.synchronize()
-    return summarize([s.elapsed_time(e) for s, e in zip(starts, ends)])
+    out = summarize([s.elapsed_time(e) for s, e in zip(starts, ends)])
+    out["host_ms"] = statistics.median(host) * 1e3
+    return out
+
+
+_cycles_per_ms = None
+
+
+def _spin_cycles(fn, calls=3, max_ms=50.0):
+    """Spin-kernel length (GPU clock cycles) covering about twice the host
+    time of one ``fn()`` call (the slowest of ``calls``), plus 0.1 ms."""
+    global _cycles_per_ms
+    if _cycles_per_ms is None:
+        probe = 20_000_000
+        torch.cuda._sleep(probe // 10)
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        torch.cuda._sleep(probe)
+        b.record()
+        b.synchronize()
+        _cycles_per_ms = probe / a.elapsed_time(b)
+    worst = 0.0
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        worst = max(worst, time.perf_counter() - t0)
+        torch.cuda.synchronize()
+    ms = min(2 * worst * 1e3 + 0.1, max_ms)
+    return int(ms * _cycles_per_ms)
 
 
 def summarize(times):
