@@ -10,12 +10,16 @@ Each case runs its calls once to compile and warm up, then once more between
 
 reads the hardware counters of exactly those kernels (ours and PyTorch's
 for the same work, in that order). ``python -m bench.profile_kernels --list``
-prints the cases. The cases are the rows whose gap to the floor or to cuDNN
+prints the cases; ``--summarize CSV...`` prints the main counters of each
+kernel in such CSV files (one line per kernel). The cases are the rows whose gap to the floor or to cuDNN
 the performance tables leave open; ``bench/NOTES.md`` records what the
 counters said.
 """
 
 import argparse
+import collections
+import csv
+import io
 import sys
 
 import torch
@@ -106,11 +110,44 @@ CASES = {
 }
 
 
+# the counters --summarize prints, by their Nsight Compute names
+SUMMARY = ("Duration", "DRAM Throughput", "L2 Cache Throughput", "L1/TEX Cache Throughput",
+           "Compute (SM) Throughput", "Issue Slots Busy", "Registers Per Thread",
+           "Theoretical Occupancy", "Achieved Occupancy", "Dynamic Shared Memory Per Block",
+           "Grid Size", "Block Size")
+
+
+def summarize(path):
+    """One line per kernel of an ``ncu --csv --page details`` file, and the
+    stall the profiler's CPIStall rule names first."""
+    text = "".join(line for line in open(path) if line.startswith('"'))
+    kernels = collections.OrderedDict()
+    for row in csv.DictReader(io.StringIO(text)):
+        k = kernels.setdefault((row["ID"], row["Kernel Name"][:70]), {})
+        if row["Metric Name"]:
+            k[row["Metric Name"]] = row["Metric Value"] + (
+                "%" if row["Metric Unit"] == "%" else "")
+        if row["Rule Name"] == "CPIStall" and row["Estimated Speedup"] and "stall" not in k:
+            k["stall"] = row["Rule Description"].split(". ")[0]
+    lines = ["== " + path.rsplit("/", 1)[-1]]
+    for (kid, name), k in kernels.items():
+        lines.append("[{}] {}".format(kid, name))
+        lines.append("    " + "; ".join("{} {}".format(m, k[m]) for m in SUMMARY if m in k))
+        if "stall" in k:
+            lines.append("    " + k["stall"])
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("case", nargs="?", choices=sorted(CASES))
     parser.add_argument("--list", action="store_true", help="print the case names")
+    parser.add_argument("--summarize", nargs="+", metavar="CSV",
+                        help="print the main counters of ncu CSV files instead")
     args = parser.parse_args(argv)
+    if args.summarize:
+        print("\n".join(summarize(p) for p in args.summarize))
+        return
     if args.list or args.case is None:
         print("\n".join(CASES))
         return
