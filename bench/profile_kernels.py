@@ -53,6 +53,20 @@ def _max_pool_case(shape, k, s, p, backward):
                                                                     False, idx)]
 
 
+def _spp_case(shape, dims, dtype):
+    """Our max pyramid pooling, channels-last: the training forward (with
+    the bin codes) and its backward, then PyTorch's adaptive pools + cat."""
+    from lasagne.ops import spp_cuda  # noqa: F401 (registers the lasagne::spp_* ops)
+    x = _cl(torch.randn(shape, device=DEVICE, dtype=dtype))
+    dims = list(dims)
+    y, codes = torch.ops.lasagne.spp_max_codes(x, dims, "kaiming")
+    gy = torch.randn_like(y)
+    return [lambda: torch.ops.lasagne.spp_max_codes(x, dims, "kaiming"),
+            lambda: torch.ops.lasagne.spp_max_codes_backward(gy, codes, list(x.shape), True,
+                                                             dims),
+            lambda: torch.cat([F.adaptive_max_pool2d(x, d).flatten(1) for d in dims], 1)]
+
+
 def _conv_case(kind, batch, cin, cout, size, dtype):
     """Our implicit-GEMM kernel for one pass of a 3x3 pad-1 convolution on
     channels-last input, and cuDNN's pass."""
@@ -98,6 +112,11 @@ CASES = {
         (128, 256, 28, 28), (3, 3), (1, 1), (1, 1), False),
     "max3s1p1-128x256x28-bf16-cl-bwd": lambda: _max_pool_case(
         (128, 256, 28, 28), (3, 3), (1, 1), (1, 1), True),
+    # max pyramid pooling, where the table's rows stay 7-35x the floor
+    "spp6321-32x512x17x23-fp32-cl": lambda: _spp_case(
+        (32, 512, 17, 23), (6, 3, 2, 1), torch.float32),
+    "spp421-64x512x13-bf16-cl": lambda: _spp_case(
+        (64, 512, 13, 13), (4, 2, 1), torch.bfloat16),
     # the implicit-GEMM convolution against cuDNN
     "conv-vgg16-conv3-bf16-cl-fwd": lambda: _conv_case(
         "fwd", 64, 256, 256, (56, 56), torch.bfloat16),
