@@ -53,6 +53,17 @@ def _max_pool_case(shape, k, s, p, backward):
                                                                     False, idx)]
 
 
+def _pool_layer_case(shape, k, s, p, dtype):
+    """Forward+backward of ``lasagne.ops.pool.pool`` (max, channels-last)
+    through autograd, as ``bench_pool`` times it: every kernel it runs."""
+    from lasagne.ops.pool import pool
+    x = torch.randn(shape, device=DEVICE, dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4
+                     else torch.channels_last_3d).requires_grad_(True)
+    grad = torch.randn_like(pool(x, k, s, p, "max"))
+    return [lambda: torch.autograd.grad(pool(x, k, s, p, "max"), x, grad)]
+
+
 def _spp_case(shape, dims, dtype):
     """Our max pyramid pooling, channels-last: the training forward (with
     the bin codes) and its backward, then PyTorch's adaptive pools + cat."""
@@ -112,6 +123,11 @@ CASES = {
         (128, 256, 28, 28), (3, 3), (1, 1), (1, 1), False),
     "max3s1p1-128x256x28-bf16-cl-bwd": lambda: _max_pool_case(
         (128, 256, 28, 28), (3, 3), (1, 1), (1, 1), True),
+    # the layer-level forward+backward rows above their kernels' sum
+    "pool-layer-max2x2x2-16x64x16x112-fp32-cl": lambda: _pool_layer_case(
+        (16, 64, 16, 112, 112), 2, 2, 0, torch.float32),
+    "pool-layer-max3s2p1-128x256x56-bf16-cl": lambda: _pool_layer_case(
+        (128, 256, 56, 56), 3, 2, 1, torch.bfloat16),
     # max pyramid pooling, where the table's rows stay 7-35x the floor
     "spp6321-32x512x17x23-fp32-cl": lambda: _spp_case(
         (32, 512, 17, 23), (6, 3, 2, 1), torch.float32),
