@@ -53,15 +53,17 @@ def _max_pool_case(shape, k, s, p, backward):
                                                                     False, idx)]
 
 
-def _pool_layer_case(shape, k, s, p, dtype):
-    """Forward+backward of ``lasagne.ops.pool.pool`` (max, channels-last)
-    through autograd, as ``bench_pool`` times it: every kernel it runs."""
+def _pool_layer_case(shape, k, s, p, dtype, mode="max", channels_last=True):
+    """Forward+backward of ``lasagne.ops.pool.pool`` through autograd, as
+    ``bench_pool`` times it: every kernel it runs."""
     from lasagne.ops.pool import pool
     x = torch.randn(shape, device=DEVICE, dtype=dtype)
-    x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4
-                     else torch.channels_last_3d).requires_grad_(True)
-    grad = torch.randn_like(pool(x, k, s, p, "max"))
-    return [lambda: torch.autograd.grad(pool(x, k, s, p, "max"), x, grad)]
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4
+                         else torch.channels_last_3d)
+    x.requires_grad_(True)
+    grad = torch.randn_like(pool(x, k, s, p, mode))
+    return [lambda: torch.autograd.grad(pool(x, k, s, p, mode), x, grad)]
 
 
 def _spp_case(shape, dims, dtype):
@@ -128,6 +130,12 @@ CASES = {
         (16, 64, 16, 112, 112), 2, 2, 0, torch.float32),
     "pool-layer-max3s2p1-128x256x56-bf16-cl": lambda: _pool_layer_case(
         (128, 256, 56, 56), 3, 2, 1, torch.bfloat16),
+    "pool-layer-avgexc3s1p1-128x256x56-bf16-cl": lambda: _pool_layer_case(
+        (128, 256, 56, 56), 3, 1, 1, torch.bfloat16, "average_exc_pad"),
+    "pool-layer-avgexc3s1p1-128x256x56-bf16-nchw": lambda: _pool_layer_case(
+        (128, 256, 56, 56), 3, 1, 1, torch.bfloat16, "average_exc_pad", False),
+    "pool-layer-avgexc3s1p1-128x256x56-fp32-nchw": lambda: _pool_layer_case(
+        (128, 256, 56, 56), 3, 1, 1, torch.float32, "average_exc_pad", False),
     # max pyramid pooling, where the table's rows stay 7-35x the floor
     "spp6321-32x512x17x23-fp32-cl": lambda: _spp_case(
         (32, 512, 17, 23), (6, 3, 2, 1), torch.float32),
