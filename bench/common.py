@@ -32,7 +32,8 @@ def time_cuda(fn, warmup=5, repeat=30, flush=True, hide_host=True):
     Parameters
     ----------
     fn : callable
-        The region to time; called ``warmup + repeat`` times.
+        The region to time; called ``warmup + repeat`` times (more when
+        ``hide_host`` has to repeat a call).
     warmup : int
         Untimed calls first (compilation, autotuning, allocator warm-up).
     repeat : int
@@ -44,48 +45,83 @@ def time_cuda(fn, warmup=5, repeat=30, flush=True, hide_host=True):
         gets a spin kernel (``torch.cuda._sleep``) lasting about twice the
         host time of one call, so that ``fn``'s kernels are all queued when
         the start event fires and the device never waits for the host. A
-        call whose host time exceeds its device time is then timed by its
-        kernels, not by its Python (``host_ms`` reports that time; whole
-        training steps, where host time is the point, pass False).
+        call whose host time outlasted its spin (a stall on the host) is
+        timed again with a spin twice as long, up to ``3 * repeat`` calls
+        in all; ``host_stalls`` counts them (their timings are dropped, and
+        kept only if every call stalled). Whole training steps, where
+        host time is the point, pass False.
 
     Returns
     -------
     dict
         ``median_ms``, ``p10_ms``, ``p90_ms``, ``repeat``, ``times_ms``
-        (every timed call, sorted) and ``host_ms`` (median host time of one
-        call: from entering ``fn`` to its return, kernels only enqueued).
+        (every kept call, sorted), ``host_ms`` (median host time of one
+        call: from entering ``fn`` to its return, kernels only enqueued)
+        and, with ``hide_host``, ``host_stalls``. Without ``hide_host`` the
+        calls are queued back to back (:func:`_time_stream`).
     """
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
-    spin = _spin_cycles(fn) if hide_host else 0
+    if not hide_host:
+        return _time_stream(fn, repeat, flush)
+    spin = _spin_cycles(fn)
+    times, host, stalled = [], [], []
+    for _ in range(3 * repeat):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        if flush:
+            flush_l2()
+        torch.cuda._sleep(spin)
+        start.record()
+        t0 = time.perf_counter()
+        fn()
+        elapsed = time.perf_counter() - t0
+        end.record()
+        # one call in flight at a time: the next spin starts after this
+        # call's kernels, never piles up behind a slow host
+        end.synchronize()
+        host.append(elapsed)
+        if elapsed * 1e3 > spin / _cycles_per_ms:
+            stalled.append(start.elapsed_time(end))
+            spin = min(2 * spin, int(_MAX_SPIN_MS * _cycles_per_ms))
+            continue
+        times.append(start.elapsed_time(end))
+        if len(times) == repeat:
+            break
+    # a host that stalls on every call leaves only stalled timings: kept,
+    # and counted, rather than no number at all
+    out = summarize(times or stalled)
+    out["host_ms"] = statistics.median(host) * 1e3
+    out["host_stalls"] = len(stalled)
+    return out
+
+
+def _time_stream(fn, repeat, flush):
+    """``repeat`` calls queued back to back, each between two events: the
+    stream's wall clock per call, host time included where it shows."""
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
     host = []
     for i in range(repeat):
         if flush:
             flush_l2()
-        if spin:
-            torch.cuda._sleep(spin)
         starts[i].record()
         t0 = time.perf_counter()
         fn()
         host.append(time.perf_counter() - t0)
         ends[i].record()
-        if spin:
-            # the queue holds at most one call ahead: the next spin starts
-            # after this call's kernels, never piles up behind a slow host
-            ends[i].synchronize()
     torch.cuda.synchronize()
     out = summarize([s.elapsed_time(e) for s, e in zip(starts, ends)])
     out["host_ms"] = statistics.median(host) * 1e3
     return out
 
 
+_MAX_SPIN_MS = 50.0
 _cycles_per_ms = None
 
 
-def _spin_cycles(fn, calls=3, max_ms=50.0):
+def _spin_cycles(fn, calls=3):
     """Spin-kernel length (GPU clock cycles) covering about twice the host
     time of one ``fn()`` call (the slowest of ``calls``), plus 0.1 ms."""
     global _cycles_per_ms
@@ -104,7 +140,7 @@ def _spin_cycles(fn, calls=3, max_ms=50.0):
         fn()
         worst = max(worst, time.perf_counter() - t0)
         torch.cuda.synchronize()
-    ms = min(2 * worst * 1e3 + 0.1, max_ms)
+    ms = min(2 * worst * 1e3 + 0.1, _MAX_SPIN_MS)
     return int(ms * _cycles_per_ms)
 
 
