@@ -466,7 +466,9 @@ def channels_last(x):
 #                training forward (with codes) of float32 2x2 s2 max pooling,
 #                128x256x56x56 channels-last, 12% faster on an H100 and every
 #                other swept case within 1% (session 7 sweep,
-#                bench/results/pool_kernels-max-cl-sweep-device-timing-*.log)
+#                bench/results/pool_kernels-max-cl-sweep-device-timing-*.log);
+#                in the layer run 16x64x16x112x112 float32 2x2x2 max pooling
+#                forward+backward went from 1.135 to 0.719 ms
 #   fwd_warps    warps per program (forward)
 #   fwd_rows     output rows per thread group, stride 1 / stride > 1 (forward)
 #   bwd_regs     budget of live float values per thread (average backward)
